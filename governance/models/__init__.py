@@ -1,0 +1,30 @@
+"""Governance data model; import models from here."""
+
+from __future__ import annotations
+
+from governance.models.audit import AuditChainHead, AuditEvent
+from governance.models.budgets import Budget
+from governance.models.keys import VirtualKey
+from governance.models.limits import ModelPolicy, RateLimit
+from governance.models.orgs import Organization, Project, Team
+from governance.models.prices import ModelPrice
+from governance.models.providers import Deployment, ModelRoute, Provider
+from governance.models.tools import MCPServer, MCPToolGrant
+
+__all__ = [
+    "AuditChainHead",
+    "AuditEvent",
+    "Budget",
+    "Deployment",
+    "MCPServer",
+    "MCPToolGrant",
+    "ModelPolicy",
+    "ModelPrice",
+    "ModelRoute",
+    "Organization",
+    "Project",
+    "Provider",
+    "RateLimit",
+    "Team",
+    "VirtualKey",
+]

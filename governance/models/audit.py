@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """An append-only record of a governance change, chained to the previous one by hash.
+
+    `hash` = SHA-256 over the previous event's hash and this event's canonical content, so
+    editing or deleting any row breaks the chain (`manage.py verify_audit`).
+    """
+
+    class Verb(models.TextChoices):
+        CREATED = "created"
+        UPDATED = "updated"
+        DELETED = "deleted"
+        KEY_CREATED = "key_created"
+        KEY_ROTATED = "key_rotated"
+        KEY_REVOKED = "key_revoked"
+        CONFIG_APPLIED = "config_applied"
+        PRICES_LOADED = "prices_loaded"
+
+    created_at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=200, help_text="Who: a username, 'config', 'system'.")
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    verb = models.CharField(max_length=30, choices=Verb.choices)
+    subject_type = models.CharField(max_length=100)
+    subject_id = models.CharField(max_length=64, blank=True)
+    subject_repr = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["subject_type", "subject_id"], name="audit_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.verb} {self.subject_repr}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit events are append-only.")
+
+
+class AuditChainHead(models.Model):
+    """One row holding the newest hash; locking it serializes appends to the chain."""
+
+    last_hash = models.CharField(max_length=64)
+    last_event_id = models.BigIntegerField(null=True)
+
+    def __str__(self) -> str:
+        return f"audit chain head at event {self.last_event_id}"

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from governance.models.base import TimestampedModel
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin).")
+
+
+class Organization(TimestampedModel):
+    """The top of the hierarchy; its time zone defines calendar budget periods."""
+
+    class AdmissionFailMode(models.TextChoices):
+        OPEN = "open", "Fail open (serve when the counter store is down)"
+        CLOSED = "closed", "Fail closed (refuse when the counter store is down)"
+
+    name = models.SlugField(max_length=100, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    admission_fail_mode = models.CharField(
+        max_length=10, choices=AdmissionFailMode.choices, default=AdmissionFailMode.CLOSED
+    )
+    log_retention_days = models.PositiveIntegerField(
+        default=90, help_text="Days the raw request log is kept; rollups are kept for good."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Team(TimestampedModel):
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="teams")
+    name = models.SlugField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="team_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.name}/{self.name}"
+
+
+class Project(TimestampedModel):
+    """A cost centre that cuts across teams: keys of any team can charge to it."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="projects"
+    )
+    name = models.SlugField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="project_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.name}/{self.name}"

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from django.db import models
+
+from governance.models.base import TimestampedModel
+
+
+class Provider(TimestampedModel):
+    """An upstream the gateway forwards to. Credentials are Fernet-encrypted at rest."""
+
+    class Kind(models.TextChoices):
+        ANTHROPIC = "anthropic"
+        BEDROCK = "bedrock"
+        VERTEX = "vertex"
+        AZURE = "azure"
+        OPENAI = "openai"
+        OPENAI_COMPATIBLE = "openai-compatible"
+        MOCK = "mock", "mock (built in)"
+
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(max_length=500, blank=True)
+    region = models.CharField(max_length=50, blank=True)
+    credentials_encrypted = models.TextField(blank=True, editable=False)
+    settings = models.JSONField(default=dict, blank=True, help_text="Kind-specific, non-secret.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)
+
+
+class ModelRoute(TimestampedModel):
+    """A public model name and the deployments that serve it, tried in order."""
+
+    public_name = models.CharField(max_length=200, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["public_name"]
+
+    def __str__(self) -> str:
+        return self.public_name
+
+
+class Deployment(TimestampedModel):
+    route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="deployments")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
+    upstream_model = models.CharField(max_length=300)
+    position = models.PositiveIntegerField(default=0, help_text="Lower is tried first.")
+    weight = models.PositiveIntegerField(
+        default=1, help_text="Share of traffic among deployments at the same position."
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["route", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.route.public_name} -> {self.provider.name}:{self.upstream_model}"

@@ -1,0 +1,264 @@
+"""Frozen policy snapshots: the only governance data the proxy sees.
+
+A KeyPolicy carries everything needed to admit a request for one key without touching the
+database: the budget chain (key -> parent key -> team -> project -> organization, each with its
+model-tier budgets), the rate limits of key, parent key and team, and the model rules.
+
+Snapshots are cached per process and invalidated by a shared version number: every governance
+write bumps it on commit, and each process re-reads it at most every
+GATEWAY_POLICY_CHECK_SECONDS (default 1 s), so an admin change reaches every process within
+about a second.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+VERSION_CACHE_KEY = "policy:version"
+MAX_CACHED_ENTRIES = 50_000
+
+
+def matches_any(value: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    budget_id: int
+    scope: str  # "key", "team", "project" or "organization"
+    owner_id: int
+    owner_name: str
+    amount_micros: int
+    period: str
+    model_patterns: tuple[str, ...] = ()
+    provider_names: tuple[str, ...] = ()
+    on_exhaust: str = "block"
+    downgrade_model: str = ""
+    alert_thresholds: tuple[int, ...] = (50, 80, 100)
+
+    def applies_to(self, *, model: str, provider: str = "") -> bool:
+        if self.model_patterns and not matches_any(model, self.model_patterns):
+            return False
+        return not self.provider_names or provider in self.provider_names
+
+    @property
+    def label(self) -> str:
+        tier = f" ({', '.join(self.model_patterns)})" if self.model_patterns else ""
+        return f'{self.scope} "{self.owner_name}" {self.period} budget{tier}'
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRule:
+    scope: str  # "key" or "team"
+    owner_id: int
+    owner_name: str
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRule:
+    scope: str
+    owner_id: int
+    owner_name: str
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def refusal(self, model: str) -> str:
+        """Why this rule refuses `model`, or "" if it allows it."""
+        if matches_any(model, self.denied):
+            return f'model "{model}" is denied by the {self.scope} "{self.owner_name}" policy'
+        if self.allowed and not matches_any(model, self.allowed):
+            return (
+                f'model "{model}" is not in the allowed list of the {self.scope} '
+                f'"{self.owner_name}" policy ({", ".join(self.allowed)})'
+            )
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDecision:
+    model: str  # the model to serve, after tier overrides
+    refusal: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusal
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    key_id: int
+    key_name: str
+    prefix: str
+    organization_id: int
+    organization_name: str
+    timezone: str
+    fail_open: bool
+    parent_id: int | None = None
+    parent_name: str = ""
+    team_id: int | None = None
+    team_name: str = ""
+    project_id: int | None = None
+    project_name: str = ""
+    expires_at: dt.datetime | None = None
+    log_content: bool = False
+    budgets: tuple[BudgetRule, ...] = ()
+    rate_limits: tuple[RateLimitRule, ...] = ()
+    model_rules: tuple[ModelRule, ...] = ()  # most specific first: key, parent key, team
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def decide_model(self, requested: str) -> ModelDecision:
+        """Apply the most specific matching tier override, then every rule must allow it."""
+        model = requested
+        for rule in self.model_rules:
+            target = next((t for p, t in rule.overrides if fnmatch.fnmatchcase(requested, p)), "")
+            if target:
+                model = target
+                break
+        for rule in self.model_rules:
+            refusal = rule.refusal(model)
+            if refusal:
+                return ModelDecision(model=model, refusal=refusal)
+        return ModelDecision(model=model)
+
+    def allows_model(self, model: str) -> bool:
+        return all(not rule.refusal(model) for rule in self.model_rules)
+
+    def budgets_for(self, *, model: str, provider: str = "") -> tuple[BudgetRule, ...]:
+        return tuple(b for b in self.budgets if b.applies_to(model=model, provider=provider))
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str
+    region: str
+    settings: Mapping[str, object]
+    credentials: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    provider: ProviderConfig
+    upstream_model: str
+    position: int
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    routes: Mapping[str, tuple[RouteTarget, ...]]
+
+    def targets_for(self, model: str) -> tuple[RouteTarget, ...]:
+        return self.routes.get(model, ())
+
+
+# --- loading (sync, ORM; never called on a warm request) -------------------------------------
+
+
+def load_policy(lookup_hash: str) -> KeyPolicy | None:
+    from governance import snapshots  # the ORM side lives apart so proxy/ never imports it
+
+    return snapshots.build_key_policy(lookup_hash)
+
+
+def load_routing() -> RoutingTable:
+    from governance import snapshots
+
+    return snapshots.build_routing_table()
+
+
+# --- invalidation ---------------------------------------------------------------------------
+
+
+def current_version() -> int:
+    return int(cache.get(VERSION_CACHE_KEY) or 0)
+
+
+def invalidate_all() -> int:
+    """Bump the shared version and forget this process's snapshots. Returns the new version."""
+    cache.add(VERSION_CACHE_KEY, 0, timeout=None)
+    try:
+        version = int(cache.incr(VERSION_CACHE_KEY))
+    except ValueError:  # evicted between add and incr
+        cache.set(VERSION_CACHE_KEY, 1, timeout=None)
+        version = 1
+    local_cache.clear()
+    return version
+
+
+def invalidate_on_commit() -> None:
+    # Invalidating before commit could let a gateway re-cache the old rows.
+    transaction.on_commit(invalidate_all)
+
+
+class PolicyCache:
+    """Per-process snapshot cache keyed by the secret's lookup hash (misses are cached too)."""
+
+    def __init__(
+        self,
+        loader: Callable[[str], KeyPolicy | None] = load_policy,
+        version_reader: Callable[[], int] = current_version,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loader = loader
+        self._version_reader = version_reader
+        self._clock = clock
+        self._entries: dict[str, KeyPolicy | None] = {}
+        self._version: int | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._version = None
+            self._checked_at = float("-inf")
+
+    def cached(self, lookup_hash: str) -> KeyPolicy | None:
+        """The cached snapshot without loading (None when absent)."""
+        return self._entries.get(lookup_hash)
+
+    def is_cached(self, lookup_hash: str) -> bool:
+        return lookup_hash in self._entries
+
+    def refresh_version(self) -> None:
+        """Drop every snapshot if the shared version moved; checked at most once per interval."""
+        now = self._clock()
+        if now - self._checked_at < settings.GATEWAY_POLICY_CHECK_SECONDS:
+            return
+        version = self._version_reader()
+        with self._lock:
+            self._checked_at = now
+            if version != self._version:
+                self._entries.clear()
+                self._version = version
+
+    def get(self, lookup_hash: str) -> KeyPolicy | None:
+        self.refresh_version()
+        if lookup_hash in self._entries:
+            return self._entries[lookup_hash]
+        policy = self._loader(lookup_hash)
+        with self._lock:
+            if len(self._entries) >= MAX_CACHED_ENTRIES:
+                self._entries.clear()  # bounded memory under a flood of unknown keys
+            self._entries[lookup_hash] = policy
+        return policy
+
+
+local_cache = PolicyCache()

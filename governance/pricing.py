@@ -1,0 +1,126 @@
+"""Cost of a request in exact micro-dollars from a versioned price book.
+
+Prices are integer micro-dollars per million tokens, so a request's exact cost is an integer
+number of 1e-12 dollars; it is rounded once, half up, to whole micro-dollars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from dataclasses import dataclass
+
+TOKENS_PER_MTOK = 1_000_000
+
+# Provider-specific ids map onto the Anthropic id the price book uses:
+# "us.anthropic.claude-sonnet-4-5-20250929-v1:0" and "claude-sonnet-4-5@20250929" both price
+# as "claude-sonnet-4-5-20250929".
+_BEDROCK_GEO = re.compile(r"^(?:[a-z-]+\.)?anthropic\.")
+_BEDROCK_SUFFIX = re.compile(r"-v\d+(?::\d+)?$")
+
+
+def normalize_model_id(model: str) -> str:
+    model = model.rsplit("/", 1)[-1]  # ARNs and publisher paths
+    model = _BEDROCK_GEO.sub("", model)
+    model = _BEDROCK_SUFFIX.sub("", model)
+    return model.replace("@", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Anthropic-shaped token counts: input_tokens excludes every cache category."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_read_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    input: int
+    output: int
+    cache_write_5m: int
+    cache_write_1h: int
+    cache_read: int
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    model_pattern: str
+    effective_from: dt.datetime
+    standard: Rates
+    long_context_threshold: int | None = None
+    long_context: Rates | None = None
+
+    def rates_for(self, usage: Usage) -> Rates:
+        if (
+            self.long_context is not None
+            and self.long_context_threshold is not None
+            and usage.prompt_tokens > self.long_context_threshold
+        ):
+            return self.long_context
+        return self.standard
+
+    def cost_micros(self, usage: Usage) -> int:
+        rates = self.rates_for(usage)
+        picos = (
+            usage.input_tokens * rates.input
+            + usage.output_tokens * rates.output
+            + usage.cache_write_5m_tokens * rates.cache_write_5m
+            + usage.cache_write_1h_tokens * rates.cache_write_1h
+            + usage.cache_read_tokens * rates.cache_read
+        )
+        return (picos + TOKENS_PER_MTOK // 2) // TOKENS_PER_MTOK
+
+
+class PriceBook:
+    """All price versions, answering 'what did this model cost at that moment'."""
+
+    def __init__(self, prices: list[Price]) -> None:
+        # Exact ids before patterns; among patterns the longest literal part is most specific.
+        self._prices = sorted(
+            prices,
+            key=lambda p: (
+                -_specificity(p.model_pattern),
+                p.model_pattern,
+                -p.effective_from.timestamp(),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return len(self._prices)
+
+    def price_for(self, model: str, at: dt.datetime) -> Price | None:
+        normalized = normalize_model_id(model)
+        best_pattern: str | None = None
+        for price in self._prices:
+            if best_pattern is not None and price.model_pattern != best_pattern:
+                continue
+            if not fnmatch.fnmatchcase(normalized, price.model_pattern):
+                continue
+            best_pattern = price.model_pattern
+            if price.effective_from <= at:
+                return price
+        return None
+
+    def cost_micros(self, model: str, usage: Usage, at: dt.datetime) -> int | None:
+        price = self.price_for(model, at)
+        return None if price is None else price.cost_micros(usage)
+
+
+def _specificity(pattern: str) -> int:
+    wildcard = any(char in pattern for char in "*?[")
+    literal = len(pattern.replace("*", "").replace("?", ""))
+    return literal + (0 if wildcard else 1000)
