@@ -152,3 +152,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- the proxy (hot path) -----------------------------------------------------------------
+GATEWAY_COUNTER_PREFIX = env.str("GATEWAY_COUNTER_PREFIX", default="gw:c")
+GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# Output tokens reserved per request at admission (see proxy/admission.py for the bound).
+GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default=4096)
+# Reserve the full max_tokens instead: budgets then never overshoot, at the price of refusing
+# earlier as a budget nears its end.
+GATEWAY_STRICT_BUDGETS = env.bool("GATEWAY_STRICT_BUDGETS", default=False)
+GATEWAY_AUTH_FAILURES_PER_MINUTE = env.int("GATEWAY_AUTH_FAILURES_PER_MINUTE", default=30)
+GATEWAY_SPOOL_DIR = env.str("GATEWAY_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))

@@ -17,12 +17,16 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 
+from governance.pricing import PriceBook
+
+T = TypeVar("T")
 VERSION_CACHE_KEY = "policy:version"
 MAX_CACHED_ENTRIES = 50_000
 
@@ -162,10 +166,31 @@ class RouteTarget:
 
 @dataclass(frozen=True, slots=True)
 class RoutingTable:
+    """Public model names (or patterns such as `claude-*`) to deployments in failover order.
+
+    An exact name beats a pattern, a longer pattern beats a shorter one. A deployment whose
+    upstream model is empty or `*` serves the requested name unchanged.
+    """
+
     routes: Mapping[str, tuple[RouteTarget, ...]]
 
     def targets_for(self, model: str) -> tuple[RouteTarget, ...]:
-        return self.routes.get(model, ())
+        targets = self.routes.get(model)
+        if targets is None:
+            patterns = sorted(
+                (name for name in self.routes if any(c in name for c in "*?[")),
+                key=len,
+                reverse=True,
+            )
+            name = next((p for p in patterns if fnmatch.fnmatchcase(model, p)), None)
+            targets = self.routes[name] if name is not None else ()
+        return tuple(
+            t if t.upstream_model not in ("", "*") else replace(t, upstream_model=model)
+            for t in targets
+        )
+
+    def public_names(self) -> list[str]:
+        return sorted(name for name in self.routes if not any(c in name for c in "*?["))
 
 
 # --- loading (sync, ORM; never called on a warm request) -------------------------------------
@@ -181,6 +206,25 @@ def load_routing() -> RoutingTable:
     from governance import snapshots
 
     return snapshots.build_routing_table()
+
+
+def load_price_book() -> PriceBook:
+    from governance import snapshots
+
+    return snapshots.build_price_book()
+
+
+def detached(loader: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a loader for a worker thread off the event loop: close its connection afterwards
+    (under ASGI, CONN_MAX_AGE=0 and the pool take it back)."""
+
+    def run(*args: object) -> T:
+        try:
+            return loader(*args)
+        finally:
+            connection.close()
+
+    return run
 
 
 # --- invalidation ---------------------------------------------------------------------------

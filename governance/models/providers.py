@@ -52,7 +52,9 @@ class ModelRoute(TimestampedModel):
 class Deployment(TimestampedModel):
     route = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="deployments")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
-    upstream_model = models.CharField(max_length=300)
+    upstream_model = models.CharField(
+        max_length=300, blank=True, help_text="Empty or * serves the requested model name."
+    )
     position = models.PositiveIntegerField(default=0, help_text="Lower is tried first.")
     weight = models.PositiveIntegerField(
         default=1, help_text="Share of traffic among deployments at the same position."

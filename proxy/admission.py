@@ -1,0 +1,191 @@
+"""Turn a key's policy and a request into one atomic admission question, and answer refusals.
+
+Reservation: before forwarding, every budget in the chain reserves an estimate of the
+request's cost: the prompt priced as uncached input (body bytes / 3, which over-counts tokens)
+plus min(max_tokens, GATEWAY_RESERVE_OUTPUT_TOKENS) output tokens. After the response the
+reservation is replaced by the actual cost. A request is refused when settled + reserved +
+its own estimate would pass the limit.
+
+Overshoot bound: a budget can end above its limit only by what in-flight requests cost beyond
+their estimates, i.e. at most (requests in flight) x (max_tokens - reserved output tokens) x
+output price. With GATEWAY_STRICT_BUDGETS=1 the full max_tokens is reserved and the bound is 0
+(up to the prompt estimate, which over-counts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from governance import periods
+from governance.money import format_usd
+from governance.policy import BudgetRule, KeyPolicy, RateLimitRule
+from governance.pricing import Price
+from proxy.counters.base import (
+    AdmissionPlan,
+    AdmissionResult,
+    BudgetCharge,
+    CounterStore,
+    CounterStoreUnavailable,
+    Outcome,
+    RateCharge,
+    RateKind,
+)
+from proxy.errors import GatewayError
+
+BUDGET_COUNTER_GRACE_SECONDS = 35 * 86400  # keep a closed period's counter for reports
+CONCURRENCY_TTL_SECONDS = 600  # frees slots of a crashed process
+PERIOD_WORDS = {
+    "day": "daily",
+    "week": "weekly",
+    "month": "monthly",
+    "quarter": "quarterly",
+    "lifetime": "lifetime",
+}
+
+SeedFunction = Callable[[BudgetRule, periods.PeriodWindow], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    reserve_micros: int
+    tokens: int
+
+
+def estimate(
+    *, body_size: int, max_tokens: int, price: Price | None, reserve_output: int, strict: bool
+) -> Estimate:
+    prompt_tokens = body_size // 3 + 1
+    output_tokens = max_tokens if strict else min(max_tokens, reserve_output)
+    if price is None:
+        return Estimate(reserve_micros=0, tokens=prompt_tokens)
+    rates = price.standard
+    picos = prompt_tokens * rates.input + output_tokens * rates.output
+    return Estimate(reserve_micros=math.ceil(picos / 1_000_000), tokens=prompt_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBudget:
+    rule: BudgetRule
+    window: periods.PeriodWindow
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    counters: AdmissionPlan
+    budgets: tuple[PlannedBudget, ...]
+    rate_rules: tuple[tuple[RateLimitRule, RateKind], ...]
+
+
+def build_plan(
+    *, policy: KeyPolicy, model: str, provider: str, est: Estimate, now: dt.datetime
+) -> Plan:
+    budgets: list[PlannedBudget] = []
+    charges: list[BudgetCharge] = []
+    for rule in policy.budgets_for(model=model, provider=provider):
+        window = periods.window(rule.period, policy.timezone, now)
+        ttl = 0
+        if window.end is not None:
+            ttl = int((window.end - now).total_seconds()) + BUDGET_COUNTER_GRACE_SECONDS
+        budgets.append(PlannedBudget(rule, window))
+        charges.append(
+            BudgetCharge(
+                key=f"b:{rule.budget_id}:{window.label}",
+                limit_micros=rule.amount_micros,
+                reserve_micros=est.reserve_micros,
+                ttl_seconds=ttl,
+                enforce=rule.on_exhaust != "alert",
+            )
+        )
+    epoch = now.timestamp()
+    minute = int(epoch // 60)
+    window_left = 60 - int(epoch % 60) + 1
+    rates: list[RateCharge] = []
+    rate_rules: list[tuple[RateLimitRule, RateKind]] = []
+    for limit in policy.rate_limits:
+        base = f"r:{limit.scope}:{limit.owner_id}"
+        if limit.requests_per_minute:
+            rates.append(
+                RateCharge(
+                    f"{base}:rpm:{minute}",
+                    RateKind.REQUESTS,
+                    limit.requests_per_minute,
+                    1,
+                    window_left,
+                )
+            )
+            rate_rules.append((limit, RateKind.REQUESTS))
+        if limit.tokens_per_minute:
+            rates.append(
+                RateCharge(
+                    f"{base}:tpm:{minute}",
+                    RateKind.TOKENS,
+                    limit.tokens_per_minute,
+                    est.tokens,
+                    window_left,
+                )
+            )
+            rate_rules.append((limit, RateKind.TOKENS))
+        if limit.concurrent:
+            rates.append(
+                RateCharge(
+                    f"{base}:conc", RateKind.CONCURRENT, limit.concurrent, 1, CONCURRENCY_TTL_SECONDS
+                )
+            )
+            rate_rules.append((limit, RateKind.CONCURRENT))
+    return Plan(AdmissionPlan(tuple(charges), tuple(rates)), tuple(budgets), tuple(rate_rules))
+
+
+async def admit(*, store: CounterStore, plan: Plan, seed: SeedFunction) -> AdmissionResult:
+    """Ask the store; counters missing (new period, restarted Redis) are seeded from the ledger."""
+    for _ in range(3):
+        result = await store.admit(plan.counters)
+        if result.outcome != Outcome.COUNTERS_MISSING:
+            return result
+        for index in result.missing:
+            planned = plan.budgets[index]
+            charge = plan.counters.budgets[index]
+            spent = await seed(planned.rule, planned.window)
+            await store.seed_budget(charge.key, spent, charge.ttl_seconds)
+    raise CounterStoreUnavailable("budget counters could not be seeded")
+
+
+def budget_refusal(*, plan: Plan, result: AdmissionResult, policy: KeyPolicy) -> GatewayError:
+    planned = plan.budgets[result.index]
+    rule, window = planned.rule, planned.window
+    charge = plan.counters.budgets[result.index]
+    tier = f" for {', '.join(rule.model_patterns)}" if rule.model_patterns else ""
+    message = (
+        f'Budget exhausted: {rule.scope} "{rule.owner_name}" {PERIOD_WORDS[rule.period]} budget'
+        f"{tier} of {format_usd(rule.amount_micros)} has {format_usd(result.current)} spent"
+    )
+    if result.current < rule.amount_micros:
+        message += f" and this request may cost up to {format_usd(charge.reserve_micros)}"
+    if window.end is None:
+        message += ". It is a lifetime budget and does not reset; ask an admin to raise it."
+    else:
+        local = window.end.astimezone(zoneinfo.ZoneInfo(policy.timezone))
+        message += f". It resets on {local:%Y-%m-%d %H:%M} {policy.timezone}."
+    return GatewayError(402, "billing_error", message)
+
+
+def rate_refusal(*, plan: Plan, result: AdmissionResult) -> GatewayError:
+    rule, kind = plan.rate_rules[result.index]
+    what = {
+        RateKind.REQUESTS: f"{rule.requests_per_minute} requests per minute",
+        RateKind.TOKENS: f"{rule.tokens_per_minute} tokens per minute",
+        RateKind.CONCURRENT: f"{rule.concurrent} concurrent requests",
+    }[kind]
+    retry_after = (
+        1 if kind == RateKind.CONCURRENT else max(1, math.ceil(result.retry_after_ms / 1000))
+    )
+    return GatewayError(
+        429,
+        "rate_limit_error",
+        f'Rate limit reached: {rule.scope} "{rule.owner_name}" allows {what}. '
+        f"Retry in {retry_after} s.",
+        headers=[(b"retry-after", str(retry_after).encode())],
+    )

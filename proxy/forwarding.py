@@ -1,0 +1,249 @@
+"""Send a call to the route's deployments in order, fail over, and relay the answer.
+
+Failover happens only before the client has received a byte: on connection errors and on
+retryable statuses (408, 429, 5xx, 529). Streams are relayed chunk by chunk as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from governance.policy import RouteTarget
+from proxy.asgi import Send
+from proxy.errors import GatewayError, anthropic_error_body, anthropic_type_for
+from proxy.metering import UsageTally
+from proxy.providers.base import Provider, UpstreamCall
+from proxy.upstream import UpstreamResponse
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the relay learned, for metering."""
+
+    tally: UsageTally = field(default_factory=UsageTally)
+    status: int = 0
+    error_type: str = ""
+    provider: str = ""
+    upstream_model: str = ""
+    attempts: int = 0
+    upstream_request_id: str = ""
+    first_byte_at: float | None = None
+    reached_upstream: bool = False
+
+
+def failover_order(targets: Sequence[RouteTarget]) -> list[RouteTarget]:
+    """Position order; deployments sharing a position are shuffled by weight."""
+    ordered: list[RouteTarget] = []
+    for position in sorted({t.position for t in targets}):
+        group = [t for t in targets if t.position == position]
+        while group:
+            pick = random.choices(group, weights=[max(t.weight, 1) for t in group])[0]  # noqa: S311
+            ordered.append(pick)
+            group.remove(pick)
+    return ordered
+
+
+def _client_error(
+    status: int, body: bytes, provider: str, request_id: str
+) -> tuple[int, bytes, str]:
+    """An upstream error as the client should see it (Anthropic shape)."""
+    if status in (401, 403):
+        # The provider refused the gateway's credential: not the developer's key problem.
+        message = f'The upstream provider "{provider}" rejected the gateway\'s credentials.'
+        return 502, anthropic_error_body("api_error", message, request_id), "api_error"
+    try:
+        parsed = orjson.loads(body)
+        error_type = parsed["error"]["type"]
+        if isinstance(error_type, str) and parsed.get("type") == "error":
+            return status, body, error_type
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    error_type = anthropic_type_for(status)
+    message = f'The upstream provider "{provider}" answered HTTP {status}.'
+    return status, anthropic_error_body(error_type, message, request_id), error_type
+
+
+async def _send_upstream(
+    provider: Provider, target: RouteTarget, call: UpstreamCall, outcome: Outcome
+) -> UpstreamResponse | None:
+    outcome.attempts += 1
+    outcome.provider = target.provider.name
+    outcome.upstream_model = target.upstream_model
+    try:
+        return await provider.send(target=target, call=call)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        outcome.error_type = "api_error"
+        return None
+
+
+async def forward(
+    *,
+    providers: dict[str, Provider],
+    targets: Sequence[RouteTarget],
+    call: UpstreamCall,
+    send: Send,
+    request_id: str,
+    extra_headers: list[tuple[bytes, bytes]],
+    outcome: Outcome,
+) -> None:
+    order = failover_order(targets)
+    for attempt, target in enumerate(order, start=1):
+        provider = providers.get(target.provider.kind)
+        if provider is None:
+            outcome.provider = target.provider.name
+            if attempt < len(order):
+                continue
+            raise GatewayError(
+                502,
+                "api_error",
+                f'Provider kind "{target.provider.kind}" is not available in this gateway build.',
+            )
+        response = await _send_upstream(provider, target, call, outcome)
+        last = attempt == len(order)
+        if response is None:
+            if last:
+                raise GatewayError(
+                    502,
+                    "api_error",
+                    f'The upstream provider "{target.provider.name}" could not be reached.',
+                )
+            continue
+        outcome.reached_upstream = True
+        if response.status in RETRYABLE_STATUSES and not last:
+            await response.close()
+            continue
+        await relay(
+            response,
+            call=call,
+            send=send,
+            request_id=request_id,
+            extra_headers=extra_headers,
+            outcome=outcome,
+        )
+        return
+
+
+async def relay(
+    response: UpstreamResponse,
+    *,
+    call: UpstreamCall,
+    send: Send,
+    request_id: str,
+    extra_headers: list[tuple[bytes, bytes]],
+    outcome: Outcome,
+) -> None:
+    outcome.status = response.status
+    headers = [*response.headers, *extra_headers]
+    outcome.upstream_request_id = next(
+        (v.decode() for k, v in response.headers if k == b"request-id"), ""
+    )
+    try:
+        if response.status == 200 and "text/event-stream" in response.content_type:
+            await _relay_stream(
+                response, send=send, headers=headers, outcome=outcome, request_id=request_id
+            )
+            return
+        body = await response.read()
+        status = response.status
+        if status == 200:
+            outcome.tally.feed_json(body)
+        else:
+            status, body, outcome.error_type = _client_error(
+                status, body, outcome.provider, request_id
+            )
+            outcome.status = status
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        outcome.first_byte_at = time.perf_counter()
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        await response.close()
+
+
+async def _relay_stream(
+    response: UpstreamResponse,
+    *,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    outcome: Outcome,
+    request_id: str,
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),
+                *headers,
+            ],
+        }
+    )
+    tally = outcome.tally
+    try:
+        async for chunk in response.chunks():
+            if outcome.first_byte_at is None:
+                outcome.first_byte_at = time.perf_counter()
+            tally.feed_sse(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        # The upstream dropped mid-stream: tell the client in the stream's own language.
+        tally.error_type = tally.error_type or "api_error"
+        message = f'The upstream provider "{outcome.provider}" stream was interrupted.'
+        frame = (
+            b"event: error\ndata: "
+            + orjson.dumps(
+                {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": message},
+                    "request_id": request_id,
+                }
+            )
+            + b"\n\n"
+        )
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+    if tally.error_type:
+        outcome.error_type = tally.error_type
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def run_until_disconnect(
+    work: asyncio.Task[None], receive_disconnect: asyncio.Task[None]
+) -> bool:
+    """Wait for the work; if the client leaves first, cancel it. Returns True on disconnect."""
+    try:
+        done, _ = await asyncio.wait(
+            {work, receive_disconnect}, return_when=asyncio.FIRST_COMPLETED
+        )
+    except asyncio.CancelledError:  # the server is shutting down: stop the upstream too
+        work.cancel()
+        receive_disconnect.cancel()
+        raise
+    if work in done:
+        receive_disconnect.cancel()
+        work.result()  # re-raise the work's exception, if any
+        return False
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work
+    return True

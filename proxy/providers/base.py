@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from governance.policy import RouteTarget
+from proxy.upstream import UpstreamResponse
+
+# Request headers never forwarded: the client's credentials, hop-by-hop and framing headers,
+# and encodings (the gateway asks for identity so it can read usage).
+DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        "x-api-key",
+        "authorization",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "accept-encoding",
+        "cookie",
+        "expect",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    path: str  # "/v1/messages" or "/v1/messages/count_tokens"
+    query: str  # forwarded as sent, e.g. "beta=true"
+    body: bytes
+    parsed: dict[str, Any]
+    headers: dict[str, str]  # already stripped of DROPPED_REQUEST_HEADERS
+    stream: bool
+
+
+class UnsupportedProvider(Exception):
+    pass
+
+
+class Provider(Protocol):
+    async def send(self, *, target: RouteTarget, call: UpstreamCall) -> UpstreamResponse: ...

@@ -1,0 +1,151 @@
+"""Usage events leave the request as plain dicts and reach the ledger in batches.
+
+The request path only appends to an in-memory list (no thread hop, no I/O). A background task
+writes batches to the ledger; if the database is unavailable the batch is appended to a local
+spool file, and spooled batches are replayed once it is back. Inserts are idempotent by
+request_id, so a batch replayed twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+
+logger = logging.getLogger("gateway.usage")
+
+Writer = Callable[[list[dict[str, Any]]], int]
+DATETIME_FIELDS = ("created_at",)
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = orjson.loads(line)
+    for name in DATETIME_FIELDS:
+        if isinstance(event.get(name), str):
+            event[name] = dt.datetime.fromisoformat(event[name])
+    return event
+
+
+class UsageBuffer:
+    def __init__(
+        self,
+        writer: Writer,
+        spool_dir: Path,
+        *,
+        flush_interval: float = 0.25,
+        batch_size: int = 500,
+        replay_interval: float = 5.0,
+    ) -> None:
+        self._writer = writer
+        self._spool_dir = spool_dir
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._replay_interval = replay_interval
+        self._pending: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_replay = 0.0
+        self.written = 0
+        self.spooled = 0
+
+    def put(self, event: dict[str, Any]) -> None:
+        """Called on the request path: never blocks, never raises."""
+        self._pending.append(event)
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+        self._ensure_running()
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self._batch_size],
+                self._pending[self._batch_size :],
+            )
+            await self._write_or_spool(batch)
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time - self._last_replay >= self._replay_interval:
+            self._last_replay = loop_time
+            await self.replay_spool()
+
+    async def _write_or_spool(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            await sync_to_async(self._writer, thread_sensitive=False)(batch)
+            self.written += len(batch)
+        except Exception:
+            logger.warning(
+                "ledger unavailable; spooling %d usage events", len(batch), exc_info=True
+            )
+            await sync_to_async(self._spool, thread_sensitive=False)(batch)
+
+    def _spool_file(self) -> Path:
+        return self._spool_dir / f"usage-{os.getpid()}.jsonl"
+
+    def _spool(self, batch: list[dict[str, Any]]) -> None:
+        self._spool_dir.mkdir(parents=True, exist_ok=True)
+        with self._spool_file().open("ab") as handle:
+            handle.write(b"".join(_encode(event) + b"\n" for event in batch))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.spooled += len(batch)
+
+    async def replay_spool(self) -> int:
+        return await sync_to_async(self._replay, thread_sensitive=False)()
+
+    def _replay(self) -> int:
+        """Write every spooled event; a file is removed only after all of it was written."""
+        if not self._spool_dir.is_dir():
+            return 0
+        replayed = 0
+        for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
+            claimed = path.with_suffix(f".replaying-{os.getpid()}")
+            try:
+                path.rename(claimed)  # another process may be replaying it
+            except FileNotFoundError:
+                continue
+            events = [_decode(line) for line in claimed.read_bytes().splitlines() if line.strip()]
+            try:
+                for start in range(0, len(events), self._batch_size):
+                    self._writer(events[start : start + self._batch_size])
+            except Exception:
+                # Still down: keep it for the next attempt, under a name no writer appends to.
+                claimed.rename(self._spool_dir / f"usage-{os.getpid()}-{time.time_ns()}.jsonl")
+                logger.warning("ledger still unavailable; %d events stay spooled", len(events))
+                return replayed
+            claimed.unlink()
+            replayed += len(events)
+        if replayed:
+            logger.info("replayed %d spooled usage events into the ledger", replayed)
+        return replayed
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._last_replay = float("-inf")
+        await self.flush()
