@@ -162,4 +162,6 @@ GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default
 # earlier as a budget nears its end.
 GATEWAY_STRICT_BUDGETS = env.bool("GATEWAY_STRICT_BUDGETS", default=False)
 GATEWAY_AUTH_FAILURES_PER_MINUTE = env.int("GATEWAY_AUTH_FAILURES_PER_MINUTE", default=30)
+# Usage events the ledger could not take (database down) wait here and are replayed.
 GATEWAY_SPOOL_DIR = env.str("GATEWAY_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))
+GATEWAY_SPOOL_REPLAY_SECONDS = env.float("GATEWAY_SPOOL_REPLAY_SECONDS", default=5.0)

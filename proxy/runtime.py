@@ -83,7 +83,11 @@ class Runtime:
             "azure": AnthropicProvider(self.upstream),  # Foundry's Anthropic endpoint
             "mock": MockProvider(),
         }
-        self.usage = UsageBuffer(ledger.write_events_and_close, Path(settings.GATEWAY_SPOOL_DIR))
+        self.usage = UsageBuffer(
+            ledger.write_events_and_close,
+            Path(settings.GATEWAY_SPOOL_DIR),
+            replay_interval=settings.GATEWAY_SPOOL_REPLAY_SECONDS,
+        )
         self.auth_guard = AuthFailureGuard(limit=settings.GATEWAY_AUTH_FAILURES_PER_MINUTE)
         self.seed_budget = _ledger_spend
 

@@ -12,7 +12,7 @@ from governance.models import Deployment, ModelPolicy, RateLimit
 from governance.services import common, keys
 from tests import factories
 from tests.fakes.anthropic_upstream import Reply
-from tests.proxy.conftest import ACTOR, GatewayServer, Governed, ledger_rows
+from tests.proxy.conftest import ACTOR, GatewayServer, ledger_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
