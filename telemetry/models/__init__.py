@@ -1,0 +1,18 @@
+"""Telemetry data: the usage ledger, rollups, budget period history and alerts."""
+
+from __future__ import annotations
+
+from telemetry.models.alerts import AlertChannel, AlertEvent
+from telemetry.models.periods import BudgetPeriodRecord
+from telemetry.models.rollups import RollupCursor, SessionRollup, SpendRollup
+from telemetry.models.usage import UsageRecord
+
+__all__ = [
+    "AlertChannel",
+    "AlertEvent",
+    "BudgetPeriodRecord",
+    "RollupCursor",
+    "SessionRollup",
+    "SpendRollup",
+    "UsageRecord",
+]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class AlertChannel(models.Model):
+    """Where an organization's budget alerts go."""
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Generic JSON webhook"
+        SLACK = "slack", "Slack-compatible webhook"
+        EMAIL = "email", "Email"
+
+    organization_id = models.BigIntegerField(db_index=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    target = models.CharField(max_length=500, help_text="Webhook URL or email address.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization_id", "name"], name="channel_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.name}"
+
+
+class AlertEvent(models.Model):
+    """A budget alert, sent once per budget, period, kind and threshold."""
+
+    class Kind(models.TextChoices):
+        THRESHOLD = "threshold"
+        FORECAST = "forecast"
+
+    budget_id = models.BigIntegerField()
+    organization_id = models.BigIntegerField(db_index=True)
+    period_label = models.CharField(max_length=20)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    threshold_percent = models.IntegerField(default=0)
+    spent_micros = models.BigIntegerField()
+    limit_micros = models.BigIntegerField()
+    forecast_exhaustion = models.DateTimeField(null=True, blank=True)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_log = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget_id", "period_label", "kind", "threshold_percent"],
+                name="alert_once_per_period",
+            )
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.message[:80]
