@@ -159,8 +159,7 @@ class FakeAnthropic:
             await event("ping", {"type": "ping"})
             words = reply.text.split(" ")
             per_delta = max(1, len(words) // reply.deltas)
-            sent = 0
-            for i in range(0, len(words), per_delta):
+            for sent, i in enumerate(range(0, len(words), per_delta)):
                 if reply.stream_error_after is not None and sent == reply.stream_error_after:
                     await event(
                         "error",
@@ -183,11 +182,10 @@ class FakeAnthropic:
                         "delta": {"type": "text_delta", "text": chunk if i == 0 else " " + chunk},
                     },
                 )
-                sent += 1
                 # A cumulative usage update mid-stream, as the API may send.
                 await event(
                     "message_delta",
-                    {"type": "message_delta", "delta": {}, "usage": {"output_tokens": sent}},
+                    {"type": "message_delta", "delta": {}, "usage": {"output_tokens": sent + 1}},
                 )
             await event("content_block_stop", {"type": "content_block_stop", "index": 0})
             await event(
@@ -219,9 +217,7 @@ class FakeAnthropic:
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())

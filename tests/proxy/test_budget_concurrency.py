@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -113,7 +114,7 @@ def test_several_gateway_processes_sharing_redis_hold_one_budget(governed, fake_
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         for url in urls:
-            wait_for(lambda url=url: _healthy(url), timeout=20)
+            wait_for(partial(_healthy, url), timeout=20)
         statuses = fire(urls, governed.secret, 60)
     finally:
         for process in processes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anthropic
 import httpx
 import pytest
+from anthropic.types import MessageParam, TextBlock
 
 from telemetry.models import UsageRecord
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
@@ -12,7 +13,7 @@ from tests.proxy.conftest import UPSTREAM_KEY, GatewayServer, Governed, ledger_r
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PROMPT = [{"role": "user", "content": "Say hello"}]
+PROMPT: list[MessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
 def client(gateway: GatewayServer, secret: str) -> anthropic.Anthropic:
@@ -33,6 +34,7 @@ def test_json_reply_arrives_intact_and_is_metered_exactly(
     reply = client(gateway, governed.secret).messages.create(
         model="claude-sonnet-4-6", max_tokens=100, messages=PROMPT
     )
+    assert isinstance(reply.content[0], TextBlock)
     assert reply.content[0].text == "Hello from the fake upstream."
     assert reply.usage.input_tokens == 25
     assert_secret_never_forwarded(fake_upstream, governed.secret)

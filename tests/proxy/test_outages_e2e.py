@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from django.conf import settings
 from django.db.utils import OperationalError
 
 from governance.models import Organization
@@ -11,7 +14,7 @@ from governance.services import common
 from telemetry import ledger
 from telemetry.models import UsageRecord
 from tests import factories
-from tests.proxy.conftest import ACTOR, ledger_rows, wait_for
+from tests.proxy.conftest import ACTOR, GatewayServer, ledger_rows, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +30,7 @@ def redis_down(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
 
-def post(gateway, secret):
+def post(gateway: GatewayServer, secret: str) -> httpx.Response:
     return httpx.post(
         gateway.anthropic_url + "/v1/messages", json=BODY, headers={"x-api-key": secret}, timeout=10
     )
@@ -73,9 +76,5 @@ def test_database_outage_loses_no_usage(fast_replay, gateway, governed, monkeypa
     wait_for(lambda: not any(spool.glob("usage-*")))
 
 
-def gateway_spool(gateway):
-    from pathlib import Path
-
-    from django.conf import settings
-
+def gateway_spool(gateway: GatewayServer) -> Path:
     return Path(settings.GATEWAY_SPOOL_DIR)

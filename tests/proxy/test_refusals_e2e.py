@@ -23,9 +23,7 @@ BODY = {
 }
 
 
-def post(
-    gateway: GatewayServer, secret: str | None, body: object = BODY, **kwargs: object
-) -> httpx.Response:
+def post(gateway: GatewayServer, secret: str | None, body: object = BODY) -> httpx.Response:
     headers = {"x-api-key": secret} if secret else {}
     if isinstance(body, bytes):
         return httpx.post(
@@ -33,10 +31,9 @@ def post(
             content=body,
             headers=headers,
             timeout=10,
-            **kwargs,
         )
     return httpx.post(
-        gateway.anthropic_url + "/v1/messages", json=body, headers=headers, timeout=10, **kwargs
+        gateway.anthropic_url + "/v1/messages", json=body, headers=headers, timeout=10
     )
 
 

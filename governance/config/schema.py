@@ -1,0 +1,288 @@
+"""The config file's shape (pydantic v2). Unknown fields are errors, so a typo is never ignored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    PositiveInt,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from governance.money import MICROS_PER_USD, MoneyError, usd_to_micros
+from governance.validators import validate_thresholds
+
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+KEY_NAME_PATTERN = r"^[^/\s]+$"
+PERIODS = ("day", "week", "month", "quarter", "lifetime")
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)]
+KeyName = Annotated[str, StringConstraints(pattern=KEY_NAME_PATTERN, max_length=100)]
+Text = Annotated[str, StringConstraints(max_length=300)]
+Pattern = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Period = Literal["day", "week", "month", "quarter", "lifetime"]
+ProviderKind = Literal[
+    "anthropic", "bedrock", "vertex", "azure", "openai", "openai-compatible", "mock"
+]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_list_may_be_null(cls, data: Any) -> Any:
+        # `mcp_grants:` with every entry commented out is null in YAML: read it as empty.
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            name: value
+            for name, value in data.items()
+            if value is not None or name not in fields or fields[name].default_factory is None
+        }
+
+
+# --- budgets, limits, model rules ----------------------------------------------------------
+
+
+class DowngradeSpec(Spec):
+    downgrade_to: ModelName
+
+
+class BudgetSpec(Spec):
+    amount_usd: Decimal
+    period: Period = "month"
+    models: list[Pattern] = Field(default_factory=list)
+    providers: list[Slug] = Field(default_factory=list)
+    alerts: list[int] = Field(default_factory=lambda: [50, 80, 100])
+    on_exhaust: Literal["block", "alert"] | DowngradeSpec = "block"
+
+    @field_validator("amount_usd", mode="before")
+    @classmethod
+    def _exact_amount(cls, value: Any) -> Decimal:
+        try:
+            micros = usd_to_micros(value)
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from None
+        if micros < 0:
+            raise ValueError("must not be negative")
+        return Decimal(micros) / MICROS_PER_USD
+
+    @field_validator("alerts")
+    @classmethod
+    def _valid_thresholds(cls, value: list[int]) -> list[int]:
+        try:
+            validate_thresholds(value)
+        except DjangoValidationError as exc:
+            raise ValueError(exc.messages[0]) from None
+        return value
+
+    @field_validator("on_exhaust", mode="before")
+    @classmethod
+    def _exhaust_shape(cls, value: Any) -> Any:
+        # Checked here so a mistake yields one clear message, not one per union member.
+        if value in ("block", "alert"):
+            return value
+        if isinstance(value, dict) and set(value) == {"downgrade_to"}:
+            return value
+        if isinstance(value, dict) and "downgrade_to" in value:
+            extra = ", ".join(sorted(str(k) for k in value if k != "downgrade_to"))
+            raise ValueError(f"unknown field {extra} (only downgrade_to is allowed here)")
+        raise ValueError("must be block, alert or {downgrade_to: MODEL}")
+
+    @property
+    def amount_micros(self) -> int:
+        return usd_to_micros(self.amount_usd)
+
+    @property
+    def identity(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """What makes a budget the same budget across applies, within its owner."""
+        return (self.period, tuple(sorted(self.models)), tuple(sorted(self.providers)))
+
+
+class RateLimitSpec(Spec):
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    concurrent: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _something_set(self) -> RateLimitSpec:
+        limits = (self.requests_per_minute, self.tokens_per_minute, self.concurrent)
+        if all(limit is None for limit in limits):
+            raise ValueError(
+                "set at least one of requests_per_minute, tokens_per_minute, concurrent"
+            )
+        return self
+
+
+class ModelPolicySpec(Spec):
+    allow: list[Pattern] = Field(default_factory=list)
+    deny: list[Pattern] = Field(default_factory=list)
+    overrides: dict[Pattern, ModelName] = Field(default_factory=dict)
+
+
+# --- keys and the organization tree --------------------------------------------------------
+
+
+class SubKeySpec(Spec):
+    name: KeyName
+    owner: Annotated[str, StringConstraints(max_length=200)] = ""
+    secret: SecretStr | None = None
+    expires_at: dt.datetime | None = None
+    log_content: bool = False
+    rate_limit: RateLimitSpec | None = None
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    models: ModelPolicySpec | None = None
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _date_is_midnight_utc(cls, value: Any) -> Any:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return dt.datetime.combine(value, dt.time(0), tzinfo=dt.UTC)
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # Stored in UTC so the same file always compares equal to the stored row; a time
+        # without a zone is read as UTC.
+        if value is None:
+            return None
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return aware.astimezone(dt.UTC)
+
+    @property
+    def secret_value(self) -> str:
+        """The imported secret, or "" when the gateway generates one."""
+        return self.secret.get_secret_value().strip() if self.secret is not None else ""
+
+
+class KeySpec(SubKeySpec):
+    sub_keys: list[SubKeySpec] = Field(default_factory=list)
+
+
+class TeamKeySpec(KeySpec):
+    project: Slug | None = Field(default=None, description="Charge this key to a project too.")
+
+
+class TeamSpec(Spec):
+    name: Slug
+    description: Text = ""
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    models: ModelPolicySpec | None = None
+    rate_limit: RateLimitSpec | None = None
+    keys: list[TeamKeySpec] = Field(default_factory=list)
+
+
+class ProjectSpec(Spec):
+    name: Slug
+    description: Text = ""
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    keys: list[KeySpec] = Field(default_factory=list)
+
+
+class OrganizationSpec(Spec):
+    name: Slug
+    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    timezone: str = "UTC"
+    admission_fail_mode: Literal["open", "closed"] = "closed"
+    log_retention_days: PositiveInt = 90
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    teams: list[TeamSpec] = Field(default_factory=list)
+    projects: list[ProjectSpec] = Field(default_factory=list)
+    keys: list[KeySpec] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value not in zoneinfo.available_timezones():
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)")
+        return value
+
+
+# --- providers, routes, MCP ----------------------------------------------------------------
+
+CREDENTIAL_FIELDS = ("api_key", "auth_token", "access_key_id", "secret_access_key", "session_token")
+
+
+class ProviderSpec(Spec):
+    name: Slug
+    kind: ProviderKind
+    base_url: Annotated[str, StringConstraints(max_length=500)] = ""
+    region: Annotated[str, StringConstraints(max_length=50)] = ""
+    api_key: SecretStr | None = None
+    auth_token: SecretStr | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Other secret fields, e.g. a Vertex service account."
+    )
+    settings: dict[str, JsonValue] = Field(default_factory=dict, description="Non-secret extras.")
+    enabled: bool = True
+
+    def credential_values(self) -> dict[str, str]:
+        """Every credential given a non-empty value (an unset `${VAR:-}` counts as absent)."""
+        values = {name: secret.get_secret_value() for name, secret in self.credentials.items()}
+        for name in CREDENTIAL_FIELDS:
+            secret = getattr(self, name)
+            if secret is not None:
+                values[name] = secret.get_secret_value()
+        return {name: value for name, value in values.items() if value}
+
+
+class DeploymentSpec(Spec):
+    provider: Slug
+    model: ModelName
+    weight: PositiveInt = 1
+    position: NonNegativeInt | None = None
+    enabled: bool = True
+
+
+class RouteSpec(Spec):
+    name: ModelName
+    description: Text = ""
+    deployments: list[DeploymentSpec] = Field(min_length=1)
+
+
+class MCPServerSpec(Spec):
+    name: Slug
+    url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    code_mode: bool = False
+    enabled: bool = True
+
+
+class MCPGrantSpec(Spec):
+    organization: Slug | None = None
+    team: Slug | None = None
+    key: Annotated[str, StringConstraints(min_length=1)] | None = None
+    server: Slug
+    tools: list[Pattern] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> MCPGrantSpec:
+        if (self.team is None) == (self.key is None):
+            raise ValueError("name exactly one of team or key")
+        return self
+
+
+class ConfigFile(Spec):
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    models: list[RouteSpec] = Field(default_factory=list)
+    organizations: list[OrganizationSpec] = Field(default_factory=list)
+    mcp_servers: list[MCPServerSpec] = Field(default_factory=list)
+    mcp_grants: list[MCPGrantSpec] = Field(default_factory=list)
