@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from django.db import transaction
 
 from governance import crypto, policy
@@ -34,3 +36,22 @@ def set_credentials(*, actor: Actor, provider: Provider, credentials: dict[str, 
 def credential_fields(provider: Provider) -> list[str]:
     """Names of the stored credential fields (never their values), for display."""
     return sorted(crypto.decrypt_credentials(provider.credentials_encrypted))
+
+
+def update_credentials(
+    *,
+    actor: Actor,
+    provider: Provider,
+    updates: Mapping[str, str],
+    remove: Iterable[str] = (),
+) -> bool:
+    """Change some credential fields and keep the rest (blank updates keep the stored value).
+
+    This is what write-only admin fields need: the admin never sees the stored values, so it
+    can only say which fields to replace or forget. Returns whether anything was written.
+    """
+    merged = crypto.decrypt_credentials(provider.credentials_encrypted)
+    for name in remove:
+        merged.pop(name, None)
+    merged.update({name: value for name, value in updates.items() if value})
+    return set_credentials(actor=actor, provider=provider, credentials=merged)
