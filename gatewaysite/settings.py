@@ -135,6 +135,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve STATIC_ROOT (filled by `collectstatic`) through Django itself, so the admin has its CSS
+# with DEBUG off and no web server in front: `make run` and the docker image turn this on. Off
+# by default, for deployments where a reverse proxy or CDN serves /static/.
+GATEWAY_SERVE_STATIC = env.bool("GATEWAY_SERVE_STATIC", default=False)
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -151,6 +155,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # httpx logs every request's full URL at INFO, and alert webhook URLs carry tokens.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 # --- the proxy (hot path) -----------------------------------------------------------------
@@ -165,3 +171,32 @@ GATEWAY_AUTH_FAILURES_PER_MINUTE = env.int("GATEWAY_AUTH_FAILURES_PER_MINUTE", d
 # Usage events the ledger could not take (database down) wait here and are replayed.
 GATEWAY_SPOOL_DIR = env.str("GATEWAY_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))
 GATEWAY_SPOOL_REPLAY_SECONDS = env.float("GATEWAY_SPOOL_REPLAY_SECONDS", default=5.0)
+
+# --- email (budget alerts) ----------------------------------------------------------------
+# EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints each mail
+# to the console. EMAIL_TIMEOUT keeps a hung SMTP server from stalling the alert job.
+_EMAIL = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _EMAIL.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _EMAIL.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _EMAIL.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS", False))
+EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL", False))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="gateway@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- observability (telemetry/metrics.py, telemetry/exporters/) ---------------------------
+# /metrics names at most this many keys in its `key` label; the rest are "other" (cardinality).
+GATEWAY_METRICS_MAX_KEYS = env.int("GATEWAY_METRICS_MAX_KEYS", default=200)
+GATEWAY_METRICS_TOP_KEYS_REFRESH_SECONDS = env.float(
+    "GATEWAY_METRICS_TOP_KEYS_REFRESH_SECONDS", default=300.0
+)
+# When set, /metrics needs `Authorization: Bearer <token>`.
+GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
+# Datadog metrics export is on when DD_API_KEY is set. DD_API_URL overrides the intake's base URL
+# (default https://api.<DD_SITE>), e.g. for a proxy or a test intake.
+DD_API_KEY = env.str("DD_API_KEY", default="")
+DD_SITE = env.str("DD_SITE", default="datadoghq.com")
+DD_API_URL = env.str("DD_API_URL", default="")

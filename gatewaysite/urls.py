@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from gatewaysite import health
+from gatewaysite import health, static_serving
+from telemetry import metrics
 
 admin.site.site_header = "Claude gateway"
 admin.site.site_title = "Claude gateway admin"
@@ -15,4 +17,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("", include("telemetry.urls")),  # /logs and /dashboards/
 ]
+
+if settings.GATEWAY_SERVE_STATIC:
+    urlpatterns += [
+        re_path(
+            rf"^{settings.STATIC_URL.strip('/')}/(?P<path>.*)$",
+            static_serving.serve,
+        )
+    ]

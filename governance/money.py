@@ -21,7 +21,7 @@ def usd_to_micros(value: Decimal | int | str | float) -> int:
         raise MoneyError("a dollar amount must be a number, not a boolean")
     try:
         amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except (InvalidOperation, ValueError) as exc:
+    except (InvalidOperation, ValueError, TypeError) as exc:  # TypeError: None, dicts (YAML)
         raise MoneyError(f"{value!r} is not a dollar amount") from exc
     if not amount.is_finite():
         raise MoneyError(f"{value!r} is not a dollar amount")
@@ -36,7 +36,7 @@ def micros_to_usd(micros: int) -> Decimal:
 
 
 def format_usd(micros: int) -> str:
-    """`$1,234.56` for display; sub-cent amounts keep their digits (`$0.000150`)."""
+    """`$1,234.56` for display; sub-cent amounts keep their digits (`$0.00015`)."""
     usd = micros_to_usd(micros)
     if micros % 10_000 == 0:
         return f"${usd:,.2f}"

@@ -103,15 +103,14 @@ class PriceBook:
         return len(self._prices)
 
     def price_for(self, model: str, at: dt.datetime) -> Price | None:
+        """The most specific pattern with a version in force at `at`, newest version first.
+
+        A pattern whose versions all start after `at` is skipped, so adding a more specific
+        price later never leaves earlier requests without one.
+        """
         normalized = normalize_model_id(model)
-        best_pattern: str | None = None
         for price in self._prices:
-            if best_pattern is not None and price.model_pattern != best_pattern:
-                continue
-            if not fnmatch.fnmatchcase(normalized, price.model_pattern):
-                continue
-            best_pattern = price.model_pattern
-            if price.effective_from <= at:
+            if price.effective_from <= at and fnmatch.fnmatchcase(normalized, price.model_pattern):
                 return price
         return None
 

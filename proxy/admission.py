@@ -132,7 +132,11 @@ def build_plan(
         if limit.concurrent:
             rates.append(
                 RateCharge(
-                    f"{base}:conc", RateKind.CONCURRENT, limit.concurrent, 1, CONCURRENCY_TTL_SECONDS
+                    f"{base}:conc",
+                    RateKind.CONCURRENT,
+                    limit.concurrent,
+                    1,
+                    CONCURRENCY_TTL_SECONDS,
                 )
             )
             rate_rules.append((limit, RateKind.CONCURRENT))

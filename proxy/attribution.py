@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 
-_USER_AGENT = re.compile(r"^([A-Za-z][\w.\-]*)/([\w.\-+]+)")
+# "claude-cli/2.1.332 (external, cli)"; the SDKs put their language before the version:
+# "Anthropic/Python 2.14.0" is client "Anthropic/Python", version "2.14.0".
+_USER_AGENT = re.compile(r"^([A-Za-z][\w.\-]*)/(?:([A-Za-z]+) (?=\d))?([\w.\-+]+)")
 MAX_ID_LENGTH = 100
 
 
@@ -42,12 +44,15 @@ def session_from_metadata(metadata: Any) -> str:
 
 def attribute(headers: dict[str, str], metadata: Any) -> Attribution:
     match = _USER_AGENT.match(headers.get("user-agent", ""))
+    client = ""
+    if match:
+        client = match.group(1) + (f"/{match.group(2)}" if match.group(2) else "")
     return Attribution(
         session_id=_clip(
             headers.get("x-claude-code-session-id", "") or session_from_metadata(metadata)
         ),
         agent_id=_clip(headers.get("x-claude-code-agent-id", "")),
         parent_agent_id=_clip(headers.get("x-claude-code-parent-agent-id", "")),
-        client_name=match.group(1)[:60] if match else "",
-        client_version=match.group(2)[:40] if match else "",
+        client_name=client[:60],
+        client_version=match.group(3)[:40] if match else "",
     )

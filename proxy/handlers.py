@@ -24,6 +24,7 @@ from proxy.forwarding import Outcome as RelayOutcome
 from proxy.forwarding import forward, run_until_disconnect
 from proxy.providers.base import DROPPED_REQUEST_HEADERS, UpstreamCall
 from proxy.runtime import Runtime
+from telemetry import observe
 
 logger = logging.getLogger("gateway.proxy")
 MAX_DOWNGRADES = 2
@@ -223,7 +224,9 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
             latency_ms=int((time.perf_counter() - started) * 1000),
         )
         runtime.usage.put(event)
+        observe.request_finished(event, policy, started=started)
         raise
+    forwarded_at = time.perf_counter()
     call = UpstreamCall(
         path="/v1/messages",
         query=request.query,
@@ -254,6 +257,9 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
         raise
     finally:
         await _finish(runtime, event, admitted, outcome, started=started, disconnected=disconnected)
+        observe.request_finished(
+            event, policy, started=started, forwarded_at=forwarded_at, targets=admitted.targets
+        )
 
 
 async def _finish(

@@ -52,6 +52,8 @@ class UsageTally:
     def feed_sse(self, chunk: bytes) -> None:
         """Scan one chunk; only frames that can carry usage or errors are decoded."""
         data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:  # SSE allows CRLF line ends; a "\r" left pending joins its "\n" here
+            data = data.replace(b"\r\n", b"\n")
         start = 0
         while True:
             end = data.find(b"\n\n", start)

@@ -29,6 +29,7 @@ from governance.forms import RevokeKeysForm, RotateKeysForm, VirtualKeyAddForm
 from governance.models import VirtualKey
 from governance.services import keys
 from governance.services.keys import IssuedKey
+from telemetry.dashboards.admin_columns import BudgetUseColumn
 
 ISSUED_TEMPLATE = "admin/governance/virtualkey/issued_secrets.html"
 CONFIRM_TEMPLATE = "admin/governance/virtualkey/confirm_key_action.html"
@@ -139,7 +140,8 @@ class SubKeyInline(KeyListInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
+class VirtualKeyAdmin(BudgetUseColumn, ServiceModelAdmin[VirtualKey]):
+    budget_owner = "key"
     list_display = (
         "__str__",
         "shown_prefix",
@@ -148,6 +150,7 @@ class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
         "project",
         "owner",
         "state",
+        "budget_use",
         "expires_at",
         "created_at",
     )

@@ -17,6 +17,7 @@ from governance.admin.budgets import (
 from governance.admin.keys import ProjectKeyInline, TeamKeyInline
 from governance.admin.limits import ModelPolicyInline, RateLimitInline
 from governance.models import Organization, Project, Team
+from telemetry.dashboards.admin_columns import BudgetUseColumn
 
 
 class TeamInline(TabularInlineBase[Team, Organization]):
@@ -64,8 +65,9 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
 
 
 @admin.register(Team)
-class TeamAdmin(ServiceModelAdmin[Team]):
-    list_display = ("name", "organization", "description", "key_count")
+class TeamAdmin(BudgetUseColumn, ServiceModelAdmin[Team]):
+    budget_owner = "team"
+    list_display = ("name", "organization", "description", "key_count", "budget_use")
     list_filter = ("organization",)
     list_select_related = ("organization",)
     search_fields = ("name", "description", "organization__name")

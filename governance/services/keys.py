@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from governance import policy
@@ -45,7 +46,7 @@ def visible_prefix(secret: str) -> str:
     return secret[:VISIBLE_PREFIX_LENGTH]
 
 
-def _check_secret(secret: str) -> None:
+def _check_secret(secret: str, *, rotating: VirtualKey | None = None) -> None:
     if len(secret) < MIN_IMPORTED_SECRET_LENGTH:
         raise ValidationError(
             {"secret": f"an imported secret needs at least {MIN_IMPORTED_SECRET_LENGTH} characters"}
@@ -54,7 +55,11 @@ def _check_secret(secret: str) -> None:
         raise ValidationError(
             {"secret": "this looks like an Anthropic API key; virtual keys must be gateway secrets"}
         )
-    if VirtualKey.objects.filter(lookup_hash=hash_secret(secret)).exists():
+    # Another key's previous (grace) secret counts as in use too, or a lookup could match two
+    # keys; a key may take back its own previous secret.
+    lookup_hash = hash_secret(secret)
+    grace_of_others = Q(previous_lookup_hash=lookup_hash) & ~Q(pk=getattr(rotating, "pk", None))
+    if VirtualKey.objects.filter(Q(lookup_hash=lookup_hash) | grace_of_others).exists():
         raise ValidationError({"secret": "this secret is already in use by another key"})
 
 
@@ -120,13 +125,14 @@ def rotate_key(
     secret: str | None = None,
 ) -> IssuedKey:
     """Give the key a new secret; the old one keeps working for `grace` (zero = stops now)."""
-    if key.revoked_at is not None:
-        raise ValidationError("a revoked key cannot be rotated")
     if secret is not None:
-        _check_secret(secret)
+        _check_secret(secret, rotating=key)
     secret = secret or generate_secret()
     with transaction.atomic():
         key = VirtualKey.objects.select_for_update().get(pk=key.pk)
+        # Checked on the locked row: the caller's instance may predate a revocation.
+        if key.revoked_at is not None:
+            raise ValidationError("a revoked key cannot be rotated")
         before = audit.snapshot(key)
         if grace > dt.timedelta(0):
             key.previous_lookup_hash = key.lookup_hash

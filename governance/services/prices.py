@@ -30,7 +30,10 @@ class PriceLoadResult:
 
 def load_price_file(*, path: Path, actor: Actor) -> PriceLoadResult:
     """Upsert every price in the file by (model pattern, effective_from); all or nothing."""
-    document = yaml.safe_load(path.read_text())
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"not valid YAML: {exc}") from exc
     return load_price_document(document=document, actor=actor, source=str(path))
 
 
@@ -50,6 +53,8 @@ def load_price_document(*, document: Any, actor: Actor, source: str = "") -> Pri
             ).first()
             if existing is not None:
                 row.pk, row.created_at = existing.pk, existing.created_at
+                # An update, not an insert: otherwise full_clean reports the id as taken.
+                row._state.adding = False
             wrote = common.save_instance(row, actor=actor, note=f"price sheet {source}".strip())
             if not wrote:
                 unchanged += 1
@@ -76,7 +81,9 @@ def _parse_when(value: Any, where: str) -> dt.datetime:
         parsed = parse_datetime(str(value))
     if parsed is None:
         raise ValidationError(f"{where}: {value!r} is not a date-time (e.g. 2026-01-01T00:00:00Z)")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    # In UTC, as the database returns it: a version written as +01:00 must compare equal to
+    # its stored row, or every reload would count it as updated.
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 def _micros(entry: dict[str, Any], name: str, where: str) -> int:
@@ -86,6 +93,12 @@ def _micros(entry: dict[str, Any], name: str, where: str) -> int:
         return usd_to_micros(entry[name])
     except MoneyError as exc:
         raise ValidationError(f"{where}.{name}: {exc}") from exc
+
+
+def _threshold(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) <= 0:
+        raise ValidationError(f"{where}.threshold: {value!r} is not a number of prompt tokens")
+    return int(value)
 
 
 def _row_from_entry(entry: Any, default_from: dt.datetime, where: str) -> ModelPrice:
@@ -106,7 +119,7 @@ def _row_from_entry(entry: Any, default_from: dt.datetime, where: str) -> ModelP
         lc_where = f"{where}.long_context"
         if not isinstance(long_context, dict) or "threshold" not in long_context:
             raise ValidationError(f"{lc_where} needs a `threshold` in prompt tokens")
-        row.long_context_threshold = int(long_context["threshold"])
+        row.long_context_threshold = _threshold(long_context["threshold"], lc_where)
         for name in RATE_FIELDS:
             setattr(row, f"long_{name}_per_mtok", _micros(long_context, name, lc_where))
     return row

@@ -38,7 +38,11 @@ def prompt_tokens(parsed: dict[str, Any]) -> int:
 def _last_user_text(parsed: dict[str, Any]) -> str:
     for message in reversed(parsed.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            return _text_of(message.get("content", "")).strip()
+            content = message.get("content", "")
+            if isinstance(content, list):  # Claude Code puts <system-reminder> blocks first
+                content = [b for b in content if isinstance(b, dict) and b.get("type") == "text"]
+                content = content[-1:]
+            return _text_of(content).strip()
     return ""
 
 

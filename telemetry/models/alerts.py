@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
 from django.db import models
 
 
@@ -25,6 +27,22 @@ class AlertChannel(models.Model):
     def __str__(self) -> str:
         return f"{self.kind}: {self.name}"
 
+    def clean(self) -> None:
+        from telemetry.channels import email_addresses
+
+        if self.kind == self.Kind.EMAIL:
+            addresses = email_addresses(self.target)
+            if not addresses:
+                raise ValidationError({"target": "give one or more email addresses"})
+            for address in addresses:
+                validate_email(address)
+        elif self.kind in (self.Kind.WEBHOOK, self.Kind.SLACK):
+            try:
+                URLValidator(schemes=["http", "https"])(self.target)
+            except ValidationError as exc:
+                # The message would repeat the URL, which may hold a token.
+                raise ValidationError({"target": "enter an http(s) webhook URL"}) from exc
+
 
 class AlertEvent(models.Model):
     """A budget alert, sent once per budget, period, kind and threshold."""
@@ -45,12 +63,24 @@ class AlertEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     delivery_log = models.JSONField(default=list, blank=True)
+    # Delivery state (telemetry/alerts.py): the body is built once so a retry sends the same
+    # alert, and next_attempt_at is both a worker's claim and the time of the next retry.
+    payload = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["budget_id", "period_label", "kind", "threshold_percent"],
                 name="alert_once_per_period",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(delivered_at__isnull=True),
+                name="alert_pending",
             )
         ]
         ordering = ["-created_at"]

@@ -1,0 +1,251 @@
+"""Telemetry in the Django admin.
+
+One section per feature; add new registrations in a section of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from governance.admin.base import ModelAdminBase, actor_for
+from governance.forms import ModelForm
+from governance.models import Organization
+from governance.money import format_usd
+from telemetry import alerts, channels
+from telemetry.dashboards.admin_columns import percent_bar
+from telemetry.models import AlertChannel, AlertEvent, BudgetPeriodRecord
+
+M = TypeVar("M", AlertChannel, AlertEvent)
+
+# --- alerts: channels (editable, audited) and alert events (read-only) ---------------------
+
+
+def _with_organization_name(queryset: QuerySet[M]) -> QuerySet[M]:
+    """Alert rows keep a plain organization id; the name comes in the same query."""
+    name = Organization.objects.filter(pk=OuterRef("organization_id")).values("name")[:1]
+    annotated: QuerySet[M] = queryset.annotate(organization_name=Subquery(name))
+    return annotated
+
+
+class AlertChannelForm(ModelForm[AlertChannel]):
+    organization = forms.ModelChoiceField(queryset=Organization.objects.all())
+
+    class Meta:
+        model = AlertChannel
+        fields = ("name", "kind", "target", "enabled")
+        help_texts = {
+            "target": "Webhook: an http(s) URL. Slack: the incoming-webhook URL. Email: one "
+            "or more addresses separated by commas.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.initial["organization"] = self.instance.organization_id
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        organization = self.cleaned_data.get("organization")
+        if organization is None:
+            return cleaned
+        self.instance.organization_id = organization.pk
+        name = self.cleaned_data.get("name")
+        taken = AlertChannel.objects.filter(organization_id=organization.pk, name=name)
+        if self.instance.pk is not None:
+            taken = taken.exclude(pk=self.instance.pk)
+        if name and taken.exists():
+            self.add_error("name", "this organization already has a channel with this name")
+        return cleaned
+
+
+@admin.register(AlertChannel)
+class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
+    form = AlertChannelForm
+    fields = ("organization", "name", "kind", "target", "enabled")
+    list_display = ("name", "organization_name", "kind", "target_redacted", "enabled")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name",)
+    actions = ("send_test_alert",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AlertChannel]:
+        return _with_organization_name(super().get_queryset(request))
+
+    @admin.display(description="organization")
+    def organization_name(self, obj: AlertChannel) -> str:
+        return str(getattr(obj, "organization_name", None) or obj.organization_id)
+
+    @admin.display(description="target")
+    def target_redacted(self, obj: AlertChannel) -> str:
+        return channels.describe_target(obj)
+
+    def save_model(self, request: HttpRequest, obj: AlertChannel, form: Any, change: Any) -> None:
+        channels.save_channel(obj, actor=actor_for(request))
+
+    def delete_model(self, request: HttpRequest, obj: AlertChannel) -> None:
+        channels.delete_channel(obj, actor=actor_for(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AlertChannel]) -> None:
+        for channel in queryset:
+            channels.delete_channel(channel, actor=actor_for(request))
+
+    @admin.action(description="Send a test message to the selected channels")
+    def send_test_alert(self, request: HttpRequest, queryset: QuerySet[AlertChannel]) -> None:
+        for channel in queryset:
+            payload = {
+                "type": "test",
+                "title": "Test alert from the Claude gateway",
+                "message": f'Alert channel "{channel.name}" works: budget alerts will come here.',
+            }
+            result = channels.deliver(channel, payload)
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{channel.name}: {result.detail}", level)
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(ModelAdminBase[AlertEvent]):
+    list_display = (
+        "created_at",
+        "kind",
+        "threshold",
+        "organization_name",
+        "budget_link",
+        "period_label",
+        "spent",
+        "limit",
+        "status",
+    )
+    list_filter = ("kind", "period_label")
+    search_fields = ("message", "period_label")
+    date_hierarchy = "created_at"
+    fields = (
+        "message",
+        "kind",
+        "threshold",
+        "organization_name",
+        "budget_link",
+        "period_label",
+        "spent",
+        "limit",
+        "forecast_exhaustion",
+        "created_at",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "delivery_log_json",
+        "payload_json",
+    )
+    readonly_fields = fields
+
+    # Alerts are a record of what was sent: not edited or deleted by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AlertEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AlertEvent | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AlertEvent]:
+        return _with_organization_name(super().get_queryset(request))
+
+    @admin.display(description="organization")
+    def organization_name(self, obj: AlertEvent) -> str:
+        return str(getattr(obj, "organization_name", None) or obj.organization_id)
+
+    @admin.display(description="threshold", ordering="threshold_percent")
+    def threshold(self, obj: AlertEvent) -> str:
+        return f"{obj.threshold_percent}%" if obj.kind == AlertEvent.Kind.THRESHOLD else "-"
+
+    @admin.display(description="budget")
+    def budget_link(self, obj: AlertEvent) -> str:
+        url = reverse("admin:governance_budget_change", args=[obj.budget_id])
+        return format_html('<a href="{}">budget #{}</a>', url, obj.budget_id)
+
+    @admin.display(description="spent", ordering="spent_micros")
+    def spent(self, obj: AlertEvent) -> str:
+        return format_usd(obj.spent_micros)
+
+    @admin.display(description="limit", ordering="limit_micros")
+    def limit(self, obj: AlertEvent) -> str:
+        return format_usd(obj.limit_micros)
+
+    @admin.display(description="delivery")
+    def status(self, obj: AlertEvent) -> str:
+        log = obj.delivery_log
+        if any(entry.get("silent") for entry in log):
+            return "recorded silently"
+        sent = sum(1 for entry in log if entry.get("ok"))
+        if obj.delivered_at is not None:
+            return f"sent to {sent} channel(s)" if sent else "no channel"
+        if obj.attempts == 0:
+            return "pending"
+        if obj.attempts >= alerts.MAX_ATTEMPTS:
+            return f"failed: gave up after {obj.attempts} attempts"
+        return f"retrying ({obj.attempts} attempts, {sent} channel(s) reached)"
+
+    @admin.display(description="delivery log")
+    def delivery_log_json(self, obj: AlertEvent) -> str:
+        return _pretty_json(obj.delivery_log)
+
+    @admin.display(description="payload sent")
+    def payload_json(self, obj: AlertEvent) -> str:
+        return _pretty_json(obj.payload)
+
+
+def _pretty_json(value: Any) -> str:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return format_html('<pre style="margin:0">{}</pre>', text)
+
+
+# --- utilisation: budget period history (read-only) with spent / limit / % bar -------------
+# The budget, team and key lists get their "budget used" column from
+# telemetry.dashboards.admin_columns (mixed into the governance admin classes).
+
+
+@admin.register(BudgetPeriodRecord)
+class BudgetPeriodRecordAdmin(ModelAdminBase[BudgetPeriodRecord]):
+    list_display = (
+        "budget_column",
+        "period_label",
+        "period_start",
+        "period_end",
+        "used",
+        "closed",
+        "updated_at",
+    )
+    list_filter = ("closed", "period_label")
+    search_fields = ("period_label",)
+    ordering = ("-period_start", "budget_id")
+
+    # Written by the period job from the ledger: a record, not something to edit.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: BudgetPeriodRecord | None = None
+    ) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: BudgetPeriodRecord | None = None
+    ) -> bool:
+        return False
+
+    @admin.display(description="budget", ordering="budget_id")
+    def budget_column(self, obj: BudgetPeriodRecord) -> str:
+        url = reverse("admin:governance_budget_change", args=[obj.budget_id])
+        return format_html('<a href="{}">budget #{}</a>', url, obj.budget_id)
+
+    @admin.display(description="spent / limit", ordering="spent_micros")
+    def used(self, obj: BudgetPeriodRecord) -> str:
+        return percent_bar(obj.spent_micros, obj.limit_micros)

@@ -1,0 +1,336 @@
+"""The request log's filters and its keyset pages.
+
+Pages are keyed on (created_at, id), newest first: a page is "the next N rows before (after)
+this row", so a deep page costs what the first one does, and nothing ever counts the table.
+The range condition is repeated as a plain `created_at <= t` so the database can use it as an
+index bound on (created_at) or (organization/team/project/key/session, created_at).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from governance.models import ModelRoute, Organization, Project, Provider, Team, VirtualKey
+from telemetry.models import UsageRecord
+
+PAGE_SIZE = 50
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+RANGES = {
+    "15m": dt.timedelta(minutes=15),
+    "1h": dt.timedelta(hours=1),
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+    "all": None,
+}
+RANGE_LABELS = {
+    "15m": "Last 15 minutes",
+    "1h": "Last hour",
+    "24h": "Last 24 hours",
+    "7d": "Last 7 days",
+    "30d": "Last 30 days",
+    "all": "All time",
+}
+# A day by default: wide enough to find a request, narrow enough that a filter matching
+# almost nothing still stops scanning quickly on a ledger of millions of rows.
+DEFAULT_RANGE = "24h"
+STATUS_CHOICES = [
+    ("", "Any status"),
+    ("ok", "Succeeded (< 400)"),
+    ("error", "Failed (>= 400)"),
+    ("402", "402 budget exhausted"),
+    ("403", "403 not allowed"),
+    ("429", "429 rate limited"),
+    ("499", "499 client went away"),
+    ("502", "502 upstream failed"),
+]
+FILTER_FIELDS = (
+    "organization",
+    "team",
+    "project",
+    "key",
+    "model",
+    "provider",
+    "status",
+    "session",
+    "range",
+    "start",
+    "end",
+)
+_STATUS = re.compile(r"^(ok|error|[1-5]\d\d)$")
+DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+class LogFilterForm(forms.Form):
+    """GET parameters of /logs. Ids stay plain integers: a ledger row outlives a deleted key."""
+
+    organization = forms.IntegerField(required=False, min_value=1, widget=forms.Select)
+    team = forms.IntegerField(required=False, min_value=0, widget=forms.Select)
+    project = forms.IntegerField(required=False, min_value=0, widget=forms.Select)
+    key = forms.IntegerField(required=False, min_value=1, widget=forms.Select)
+    model = forms.CharField(required=False, max_length=200)
+    provider = forms.CharField(required=False, max_length=100, widget=forms.Select)
+    status = forms.CharField(required=False, max_length=10, widget=forms.Select)
+    session = forms.CharField(required=False, max_length=100)
+    range = forms.ChoiceField(required=False, choices=list(RANGE_LABELS.items()))
+    start = forms.DateTimeField(
+        required=False,
+        input_formats=DATETIME_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    end = forms.DateTimeField(
+        required=False,
+        input_formats=DATETIME_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def clean_status(self) -> str:
+        value: str = self.cleaned_data.get("status") or ""
+        if value and not _STATUS.match(value):
+            raise forms.ValidationError("ok, error or an HTTP status code")
+        return value
+
+    def clean_range(self) -> str:
+        return self.cleaned_data.get("range") or DEFAULT_RANGE
+
+    def fill_choices(self) -> None:
+        """Options for the selects: a handful of small queries, narrowed to the chosen org."""
+        org = self.cleaned_data.get("organization") if self.is_bound else None
+        _set_choices(self, "organization", "Any organization", _orgs())
+        _set_choices(self, "team", "Any team", _teams(org), none_label="No team")
+        _set_choices(self, "project", "Any project", _projects(org), none_label="No project")
+        _set_choices(self, "key", "Any key", _keys(org))
+        providers = [(name, name) for name in Provider.objects.values_list("name", flat=True)]
+        _set_choices(self, "provider", "Any provider", providers)
+        status = self.cleaned_data.get("status") if self.is_bound else ""
+        extra = [(status, f"{status}")] if status and status not in dict(STATUS_CHOICES) else []
+        self.fields["status"].widget.choices = [*STATUS_CHOICES, *extra]
+
+
+def model_names() -> list[str]:
+    """Suggestions for the model filter: the public model names routes are configured for."""
+    return sorted(ModelRoute.objects.values_list("public_name", flat=True))
+
+
+def _set_choices(
+    form: forms.Form,
+    name: str,
+    any_label: str,
+    options: list[tuple[Any, str]],
+    *,
+    none_label: str = "",
+) -> None:
+    choices: list[tuple[Any, str]] = [("", any_label)]
+    if none_label:
+        choices.append((0, none_label))
+    choices += options
+    current = form.data.get(name) if form.is_bound else None
+    if current and current not in {str(value) for value, _ in choices}:
+        choices.append((current, f"#{current} (deleted or elsewhere)"))
+    form.fields[name].widget.choices = choices
+
+
+def _orgs() -> list[tuple[Any, str]]:
+    return list(Organization.objects.order_by("name").values_list("pk", "name"))
+
+
+def _teams(org: int | None) -> list[tuple[Any, str]]:
+    rows = Team.objects.order_by("organization__name", "name")
+    if org:
+        rows = rows.filter(organization_id=org)
+    return [(pk, f"{o}/{n}") for pk, o, n in rows.values_list("pk", "organization__name", "name")]
+
+
+def _projects(org: int | None) -> list[tuple[Any, str]]:
+    rows = Project.objects.order_by("organization__name", "name")
+    if org:
+        rows = rows.filter(organization_id=org)
+    return [(pk, f"{o}/{n}") for pk, o, n in rows.values_list("pk", "organization__name", "name")]
+
+
+def _keys(org: int | None) -> list[tuple[Any, str]]:
+    rows = VirtualKey.objects.order_by("organization__name", "name")
+    if org:
+        rows = rows.filter(organization_id=org)
+    return [
+        (pk, f"{o}/{parent}/{name}" if parent else f"{o}/{name}")
+        for pk, o, parent, name in rows.values_list(
+            "pk", "organization__name", "parent__name", "name"
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilters:
+    values: Mapping[str, Any]
+    start: dt.datetime | None
+    end: dt.datetime | None
+
+    @property
+    def live(self) -> bool:
+        """Whether new rows can still appear: no fixed end in the past."""
+        return self.end is None or self.end > timezone.now()
+
+    def apply(self, rows: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+        v = self.values
+        for name, column in (
+            ("organization", "organization_id"),
+            ("team", "team_id"),
+            ("project", "project_id"),
+            ("key", "key_id"),
+        ):
+            if v.get(name) is not None:
+                # 0 means "none": requests of a key without a team, say.
+                rows = rows.filter(
+                    **{f"{column}__isnull": True} if v[name] == 0 else {column: v[name]}
+                )
+        if v.get("model"):
+            model = v["model"]
+            rows = rows.filter(
+                Q(served_model=model) | Q(routed_model=model) | Q(requested_model=model)
+            )
+        if v.get("provider"):
+            rows = rows.filter(provider=v["provider"])
+        rows = _status(rows, v.get("status") or "")
+        if v.get("session"):
+            rows = rows.filter(session_id=v["session"])
+        if self.start is not None:
+            rows = rows.filter(created_at__gte=self.start)
+        if self.end is not None:
+            rows = rows.filter(created_at__lt=self.end)
+        return rows
+
+    def query_items(self) -> list[tuple[str, str]]:
+        """The filters as GET parameters (for links that keep them), cursor left out."""
+        items = []
+        for name in FILTER_FIELDS:
+            value = self.values.get(name)
+            if value is None or value == "":
+                continue
+            if isinstance(value, dt.datetime):
+                value = timezone.localtime(value).strftime("%Y-%m-%dT%H:%M")
+            items.append((name, str(value)))
+        return items
+
+
+def _status(rows: QuerySet[UsageRecord], status: str) -> QuerySet[UsageRecord]:
+    if status == "ok":
+        return rows.filter(status__lt=400)
+    if status == "error":
+        return rows.filter(status__gte=400)
+    if status:
+        return rows.filter(status=int(status))
+    return rows
+
+
+def parse_filters(form: LogFilterForm, now: dt.datetime) -> LogFilters:
+    """Valid fields of a (bound) form; a bad field is reported by the form and ignored here."""
+    form.is_valid()
+    values: dict[str, Any] = {
+        name: form.cleaned_data[name] for name in FILTER_FIELDS if name in form.cleaned_data
+    }
+    preset: str = values.get("range") or DEFAULT_RANGE
+    values["range"] = preset
+    start, end = values.get("start"), values.get("end")
+    if start is None and end is None:
+        span = RANGES[preset]
+        start = now - span if span is not None else None
+    else:
+        values["range"] = ""  # explicit times win over the preset
+    return LogFilters(values=values, start=start, end=end)
+
+
+# --- keyset pages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    created_at: dt.datetime
+    id: int
+
+    def token(self) -> str:
+        micros = (self.created_at - EPOCH) // dt.timedelta(microseconds=1)
+        return f"{micros}.{self.id}"
+
+    @classmethod
+    def parse(cls, token: str | None) -> Cursor | None:
+        if not token:
+            return None
+        try:
+            micros_text, id_text = token.split(".", 1)
+            micros, pk = int(micros_text), int(id_text)
+            moment = EPOCH + dt.timedelta(microseconds=micros)
+        except (ValueError, OverflowError):
+            return None
+        return cls(moment, pk)
+
+    @classmethod
+    def of(cls, row: UsageRecord) -> Cursor:
+        return cls(row.created_at, row.pk)
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    rows: list[UsageRecord]
+    older: Cursor | None  # the last row, when older rows exist
+    newer: Cursor | None  # the first row, when this is not the newest page
+
+
+def page(
+    rows: QuerySet[UsageRecord],
+    *,
+    before: Cursor | None = None,
+    after: Cursor | None = None,
+    size: int = PAGE_SIZE,
+) -> LogPage:
+    """One page newest first: the rows just before `before`, or just after `after`."""
+    if after is not None:
+        newer_rows = rows.filter(
+            Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, id__gt=after.id),
+            created_at__gte=after.created_at,
+        ).order_by("created_at", "id")[: size + 1]
+        found = list(newer_rows)
+        more_newer = len(found) > size
+        found = list(reversed(found[:size]))
+        return LogPage(
+            rows=found,
+            older=Cursor.of(found[-1]) if found else after,
+            newer=Cursor.of(found[0]) if found and more_newer else None,
+        )
+    if before is not None:
+        rows = rows.filter(
+            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id),
+            created_at__lte=before.created_at,
+        )
+    found = list(rows.order_by("-created_at", "-id")[: size + 1])
+    more_older = len(found) > size
+    found = found[:size]
+    return LogPage(
+        rows=found,
+        older=Cursor.of(found[-1]) if found and more_older else None,
+        newer=Cursor.of(found[0]) if found and before is not None else None,
+    )
+
+
+def new_rows(rows: QuerySet[UsageRecord], since_id: int, *, limit: int) -> list[UsageRecord]:
+    """Rows written after `since_id` (ids grow with inserts), newest first, at most `limit`.
+
+    Polling by id rather than time also picks up a long request that started before the rows
+    already shown but finished (and was written) after them.
+    """
+    # Ordered by id so the scan is bounded by `id > since_id` on the primary key, whatever
+    # other filters apply; then shown newest first like the page.
+    found = list(rows.filter(id__gt=since_id).order_by("-id")[:limit])
+    return sorted(found, key=lambda row: (row.created_at, row.pk), reverse=True)
+
+
+def ids(values: Iterable[int | None]) -> set[int]:
+    return {value for value in values if value}

@@ -1,0 +1,248 @@
+"""How much of each budget its current period has used, and when it runs out at the recent rate.
+
+Spend comes from the budget's BudgetPeriodRecord for the current period (kept up to date from
+the ledger by the period job every few minutes) plus one ledger aggregate over the rows since
+that record was written, so the figure is live without summing a whole month of ledger rows.
+A budget with no record yet (the job has not run since it was created) is summed from the
+ledger over its period. Either way the figure is the one the budget's counter is seeded from
+(telemetry.ledger.spend_micros: routed model, sub-keys included), so it matches enforcement.
+
+Forecasts use the last 7 days of hourly rollups, read for all budgets in one query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from governance import periods
+from governance.models import Budget, VirtualKey
+from telemetry import ledger
+from telemetry.models import BudgetPeriodRecord, SpendRollup
+
+# The same window as the burn-rate alerts (telemetry/alerts.py), so the dashboard's date and an
+# alert's date agree.
+FORECAST_WINDOW = dt.timedelta(days=7)
+WARN_PERCENT = 80
+# A lifetime budget has no period end; beyond this a forecast date means little.
+LIFETIME_HORIZON = dt.timedelta(days=366)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    budget: Budget
+    period: periods.PeriodWindow
+    spent_micros: int
+    # When the ledger part was read; the record part may be a few minutes older (`record_at`).
+    measured_at: dt.datetime
+    record_at: dt.datetime | None = None
+    recent_micros: int | None = None  # spend in the last FORECAST_WINDOW (forecasts only)
+    exhaustion_at: dt.datetime | None = None
+
+    @property
+    def limit_micros(self) -> int:
+        return self.budget.amount_micros
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(self.limit_micros - self.spent_micros, 0)
+
+    @property
+    def percent(self) -> int:
+        """Whole percent used, rounded down; may exceed 100. A $0 budget is always full."""
+        if self.limit_micros <= 0:
+            return 100
+        return self.spent_micros * 100 // self.limit_micros
+
+    @property
+    def bar_percent(self) -> int:
+        return min(self.percent, 100)
+
+    @property
+    def level(self) -> str:
+        if self.percent >= 100:
+            return "over"
+        return "warn" if self.percent >= WARN_PERCENT else "ok"
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent_micros >= self.limit_micros
+
+    @property
+    def daily_rate_micros(self) -> int | None:
+        if self.recent_micros is None:
+            return None
+        return self.recent_micros // FORECAST_WINDOW.days
+
+    @property
+    def projected_micros(self) -> int | None:
+        """Spend at the period's end if the recent rate holds (None for lifetime budgets)."""
+        if self.recent_micros is None or self.period.end is None:
+            return None
+        left = max(int((self.period.end - self.measured_at).total_seconds()), 0)
+        window = int(FORECAST_WINDOW.total_seconds())
+        return self.spent_micros + self.recent_micros * left // window
+
+
+def owner_id(budget: Budget) -> int:
+    return int(
+        budget.virtual_key_id or budget.team_id or budget.project_id or budget.organization_id
+    )
+
+
+def _ledger_spend(budget: Budget, start: dt.datetime | None, end: dt.datetime | None) -> int:
+    return ledger.spend_micros(
+        scope=budget.scope,
+        owner_id=owner_id(budget),
+        start=start,
+        end=end,
+        model_patterns=tuple(budget.model_patterns),
+        provider_names=tuple(budget.provider_names),
+    )
+
+
+def budget_use(
+    budgets: Sequence[Budget], *, now: dt.datetime | None = None
+) -> dict[int, BudgetUse]:
+    """Current-period use of each budget (select_related("organization") for the time zone).
+
+    One query for the period records, then one ledger aggregate per budget.
+    """
+    now = now or timezone.now()
+    windows = {b.pk: periods.window(b.period, b.organization.timezone, now) for b in budgets}
+    records = {
+        (record.budget_id, record.period_label): record
+        for record in BudgetPeriodRecord.objects.filter(
+            budget_id__in=list(windows), period_label__in={w.label for w in windows.values()}
+        )
+    }
+    uses = {}
+    for budget in budgets:
+        window = windows[budget.pk]
+        record = records.get((budget.pk, window.label))
+        if record is None:
+            spent, record_at = _ledger_spend(budget, window.start, window.end), None
+        else:
+            since = record.updated_at
+            if window.start is not None:
+                since = max(since, window.start)
+            spent = record.spent_micros + _ledger_spend(budget, since, window.end)
+            record_at = record.updated_at
+        uses[budget.pk] = BudgetUse(budget, window, spent, now, record_at)
+    return uses
+
+
+def with_forecasts(uses: Mapping[int, BudgetUse]) -> dict[int, BudgetUse]:
+    """The same uses with the 7-day spend and the forecast exhaustion time filled in.
+
+    The last 7 days are read from hour rollups of the budgets' organizations in one query,
+    grouped by dimension; each budget then picks its cells in Python. The model is the served
+    model there (the ledger's routed model is not a rollup dimension), which is close enough
+    for a rate.
+    """
+    if not uses:
+        return {}
+    now = max(use.measured_at for use in uses.values())
+    end = now.replace(minute=0, second=0, microsecond=0)
+    cells = _recent_cells({use.budget.organization_id for use in uses.values()}, end)
+    sub_keys = _sub_keys({use.budget.virtual_key_id for use in uses.values()} - {None})
+    result = {}
+    for pk, use in uses.items():
+        recent = sum(cost for cell, cost in cells if _cell_matches(use.budget, cell, sub_keys))
+        result[pk] = replace(use, recent_micros=recent, exhaustion_at=_exhaustion(use, recent))
+    return result
+
+
+Cell = tuple[int, int, int, int, str, str]  # org, team, project, key, model, provider
+
+
+def _recent_cells(organization_ids: Iterable[int], end: dt.datetime) -> list[tuple[Cell, int]]:
+    rows = (
+        SpendRollup.objects.filter(
+            granularity=SpendRollup.Granularity.HOUR,
+            organization_id__in=list(organization_ids),
+            bucket_start__gte=end - FORECAST_WINDOW,
+            bucket_start__lt=end,
+        )
+        .values("organization_id", "team_id", "project_id", "key_id", "model", "provider")
+        .annotate(cost=Sum("cost_micros"))
+        .order_by()
+    )
+    return [
+        (
+            (
+                row["organization_id"],
+                row["team_id"],
+                row["project_id"],
+                row["key_id"],
+                row["model"],
+                row["provider"],
+            ),
+            int(row["cost"] or 0),
+        )
+        for row in rows
+    ]
+
+
+def _sub_keys(parent_ids: Iterable[int | None]) -> dict[int, set[int]]:
+    """Each key budget covers its key's sub-keys too (as the ledger's parent_key_id does)."""
+    family: dict[int, set[int]] = defaultdict(set)
+    ids = [pk for pk in parent_ids if pk is not None]
+    for pk in ids:
+        family[pk].add(pk)
+    for pk, parent in VirtualKey.objects.filter(parent_id__in=ids).values_list("pk", "parent_id"):
+        if parent is not None:
+            family[parent].add(pk)
+    return family
+
+
+def _cell_matches(budget: Budget, cell: Cell, sub_keys: Mapping[int, set[int]]) -> bool:
+    org, team, project, key, model, provider = cell
+    if org != budget.organization_id:
+        return False
+    if budget.team_id is not None and team != budget.team_id:
+        return False
+    if budget.project_id is not None and project != budget.project_id:
+        return False
+    if budget.virtual_key_id is not None and key not in sub_keys[budget.virtual_key_id]:
+        return False
+    if budget.provider_names and provider not in budget.provider_names:
+        return False
+    return not budget.model_patterns or any(
+        re.match(ledger.pattern_regex(pattern), model) for pattern in budget.model_patterns
+    )
+
+
+def _exhaustion(use: BudgetUse, recent: int) -> dt.datetime | None:
+    """When the budget runs out at the recent rate, if before its period ends (or at once)."""
+    remaining = use.limit_micros - use.spent_micros
+    if remaining <= 0:
+        return use.measured_at
+    if recent <= 0:
+        return None
+    window = int(FORECAST_WINDOW.total_seconds())
+    seconds_left = -(-remaining * window // recent)  # ceiling, in integers
+    end = use.period.end or use.measured_at + LIFETIME_HORIZON
+    if seconds_left >= (end - use.measured_at).total_seconds():
+        return None
+    return use.measured_at + dt.timedelta(seconds=seconds_left)
+
+
+def budgets_of(
+    *, teams: Iterable[int] = (), keys: Iterable[int] = (), organization: int | None = None
+) -> list[Budget]:
+    """Budgets owned by these teams or keys, or all budgets of an organization, in one query."""
+    rows = Budget.objects.select_related(
+        "organization", "team", "project", "virtual_key", "virtual_key__parent"
+    )
+    if organization is not None:
+        rows = rows.filter(organization_id=organization)
+    else:
+        rows = rows.filter(Q(team_id__in=list(teams)) | Q(virtual_key_id__in=list(keys)))
+    return list(rows.order_by("organization__name", "id"))

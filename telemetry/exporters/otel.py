@@ -1,0 +1,212 @@
+"""OpenTelemetry: one span per proxied request, following the GenAI semantic conventions.
+
+Off unless OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; then spans
+go over OTLP/HTTP (protobuf) to `{endpoint}/v1/traces`. The other standard variables apply as the
+SDK defines them: OTEL_SERVICE_NAME (default here: claude-gateway), OTEL_RESOURCE_ATTRIBUTES,
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_* (batching), OTEL_SDK_DISABLED.
+
+A request never waits for the exporter: the span is built after the response has gone, with the
+request's real start and end times, and handed to a BatchSpanProcessor, whose queue append does
+not block (when the queue is full the span is dropped) and whose own thread does the HTTP.
+The tracer is set up on first use in each process, so a forking server sets it up per worker.
+
+Span: name "chat {gen_ai.request.model}", kind CLIENT. gen_ai.usage.input_tokens includes cache
+read and cache creation tokens (OTel counts them in; Anthropic's input_tokens leaves them out).
+Cost and ownership, which the conventions do not cover, are `gateway.*` attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
+
+logger = logging.getLogger("gateway.otel")
+
+DEFAULT_SERVICE_NAME = "claude-gateway"
+# Provider kinds (governance Provider.Kind) as gen_ai.provider.name well-known values.
+PROVIDER_NAMES = {
+    "anthropic": "anthropic",
+    "bedrock": "aws.bedrock",
+    "vertex": "gcp.vertex_ai",
+    "azure": "azure.ai.inference",
+    "openai": "openai",
+    "openai-compatible": "openai",
+}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def enabled() -> bool:
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return bool(endpoint) and not disabled
+
+
+class _Tracing:
+    """This process's tracer provider, set up on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._configured = False
+        self.provider: TracerProvider | None = None
+        self.tracer: Tracer | None = None
+
+    def get(self) -> Tracer | None:
+        if self._configured:
+            return self.tracer
+        with self._lock:
+            if not self._configured:
+                if enabled():
+                    self.provider = _setup()
+                    self.tracer = self.provider.get_tracer("claude-gateway")
+                self._configured = True
+        return self.tracer
+
+    def reset(self) -> None:
+        with self._lock:
+            if self.provider is not None:
+                self.provider.shutdown()
+            self._configured, self.provider, self.tracer = False, None, None
+
+
+_tracing = _Tracing()
+
+
+def tracer() -> Tracer | None:
+    """This process's tracer; None when export is off."""
+    return _tracing.get()
+
+
+def _setup() -> TracerProvider:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = (
+        {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": DEFAULT_SERVICE_NAME}
+    )
+    # A private provider, not the global one: nothing else in the process is traced through it,
+    # and tests can replace it.
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def force_flush(timeout_millis: int = 5000) -> bool:
+    provider = _tracing.provider
+    return provider.force_flush(timeout_millis) if provider is not None else True
+
+
+def reset() -> None:
+    """Flush and drop the tracer, so the next span reads the environment again (tests)."""
+    _tracing.reset()
+
+
+@lru_cache(maxsize=256)
+def _server(base_url: str) -> tuple[str, int | None]:
+    parts = urlsplit(base_url)
+    default_port = {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.hostname or "", parts.port or default_port
+
+
+def _epoch_ns(moment: dt.datetime) -> int:
+    return (moment - EPOCH) // dt.timedelta(microseconds=1) * 1000
+
+
+def span_attributes(
+    event: Mapping[str, Any],
+    *,
+    organization: str,
+    team: str,
+    key: str,
+    provider_kind: str,
+    base_url: str = "",
+) -> dict[str, Any]:
+    """The span's attributes for one usage event (GenAI conventions plus gateway.*)."""
+    cache_read = int(event.get("cache_read_tokens") or 0)
+    cache_write = int(event.get("cache_write_5m_tokens") or 0) + int(
+        event.get("cache_write_1h_tokens") or 0
+    )
+    cost_micros = int(event.get("cost_micros") or 0)
+    status = int(event.get("status") or 0)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": PROVIDER_NAMES.get(provider_kind, provider_kind or "unknown"),
+        "gen_ai.request.model": event.get("requested_model") or "",
+        "gen_ai.response.model": event.get("served_model") or "",
+        "gen_ai.usage.input_tokens": int(event.get("input_tokens") or 0) + cache_read + cache_write,
+        "gen_ai.usage.output_tokens": int(event.get("output_tokens") or 0),
+        "gen_ai.usage.cache_read.input_tokens": cache_read,
+        "gen_ai.usage.cache_creation.input_tokens": cache_write,
+        "http.response.status_code": status,
+        "gateway.request.id": event.get("request_id") or "",
+        "gateway.cost.usd": cost_micros / 1_000_000,
+        "gateway.organization.name": organization,
+        "gateway.team.name": team,
+        "gateway.key.name": key,
+        "gateway.provider.name": event.get("provider") or "",  # the deployment that answered
+        "gateway.attempts": int(event.get("attempts") or 0),
+    }
+    # Kept short on purpose: the SDK validates every attribute (microseconds each).
+    if event.get("session_id"):
+        attributes["gen_ai.conversation.id"] = event["session_id"]
+    if event.get("downgraded_from"):
+        attributes["gateway.downgraded_from"] = event["downgraded_from"]
+    if base_url:
+        address, port = _server(base_url)
+        if address:
+            attributes["server.address"] = address
+        if port is not None:
+            attributes["server.port"] = port
+    error_type = event.get("error_type") or (str(status) if status >= 400 else "")
+    if error_type:
+        attributes["error.type"] = error_type
+    return attributes
+
+
+def record_span(
+    event: Mapping[str, Any],
+    *,
+    duration: float,
+    organization: str,
+    team: str,
+    key: str,
+    provider_kind: str,
+    base_url: str = "",
+) -> None:
+    """Hand one finished request's span to the batch processor (no-op when export is off)."""
+    active = tracer()
+    if active is None:
+        return
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    attributes = span_attributes(
+        event,
+        organization=organization,
+        team=team,
+        key=key,
+        provider_kind=provider_kind,
+        base_url=base_url,
+    )
+    start = _epoch_ns(event["created_at"])
+    span = active.start_span(
+        f"chat {attributes['gen_ai.request.model']}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        start_time=start,
+    )
+    if "error.type" in attributes:
+        span.set_status(Status(StatusCode.ERROR, str(attributes["error.type"])))
+    span.end(end_time=start + int(duration * 1e9))

@@ -1,0 +1,432 @@
+"""Prometheus metrics: what each finished request adds, budget gauges, and the /metrics view.
+
+Series (counters end in `_total` on the wire). L = organization, team, key, model, provider:
+
+- gateway_requests_total{L, status}
+- gateway_tokens_total{L, type}: type is input, output, cache_read, cache_write_5m, cache_write_1h
+- gateway_cost_usd_total{L}
+- gateway_errors_total{L, error_type}
+- gateway_failovers_total{organization, team, model, provider}: one per attempt after the first
+- histograms {provider, model}: gateway_request_duration_seconds (whole request),
+  gateway_time_to_first_byte_seconds, gateway_upstream_duration_seconds (from the first
+  upstream attempt on); gateway_overhead_seconds (no labels; see below)
+- gauges gateway_budget_spent_usd / _limit_usd / _remaining_usd
+  {budget, organization, scope, owner, period, models}
+
+`model` is the model that answered (or, for a refusal, the model asked for). Money is counted in
+integer micro-dollars everywhere else; it becomes float dollars only here, at exposition.
+
+Gateway overhead is the time from the request's arrival (body read) to the first upstream attempt:
+authentication, parsing, policy and admission. Bookkeeping after the response (settling counters,
+metering) runs after the client has its last byte, so it is not added to what the client waits
+for. Upstream duration is the request's duration minus that overhead (so it includes failover
+attempts).
+
+Several worker processes: set PROMETHEUS_MULTIPROC_DIR to an empty, writable directory before the
+workers start (and empty it when the server restarts). Each process then writes its samples to
+files there and /metrics, served by whichever worker, adds up every process's files
+(prometheus_client multiprocess mode). Without it each process exposes its own numbers.
+
+Budget gauges are computed at scrape time from the budget period records (telemetry/periods.py
+refreshes the current period's spend from the ledger every few minutes): one query for budgets,
+one for records.
+
+Cardinality guard (GATEWAY_METRICS_MAX_KEYS, default 200): the `key` label names at most that many
+keys per process, first come; once full, a further key is named only if it is among the N keys
+that spent most over the last 7 days (read from the rollups in a background thread, at most every
+GATEWAY_METRICS_TOP_KEYS_REFRESH_SECONDS); every other key is reported as `other`. A key once
+named stays named, so a key's counts never move between series; a process names at most 2N keys.
+`model` and `error_type` are capped the same way (first 100 values, then `other`), because a
+refused request carries whatever model name the client sent. Key-scoped budgets are exported for
+the N most spent only; organization, team and project budgets are always exported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger("gateway.metrics")
+
+OTHER = "other"
+MAX_LABEL_VALUES = 100
+TOP_KEYS_WINDOW = dt.timedelta(days=7)
+REQUEST_LABELS = ("organization", "team", "key", "model", "provider")
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+BUDGET_LABELS = ("budget", "organization", "scope", "owner", "period", "models")
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "gateway_requests", "Finished requests.", [*REQUEST_LABELS, "status"], registry=REGISTRY
+)
+TOKENS = Counter("gateway_tokens", "Tokens by type.", [*REQUEST_LABELS, "type"], registry=REGISTRY)
+COST = Counter("gateway_cost_usd", "Cost in US dollars.", REQUEST_LABELS, registry=REGISTRY)
+ERRORS = Counter(
+    "gateway_errors",
+    "Failed requests by error type.",
+    [*REQUEST_LABELS, "error_type"],
+    registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "gateway_failovers",
+    "Upstream attempts after the first (one per failover).",
+    ["organization", "team", "model", "provider"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "gateway_request_duration_seconds",
+    "Whole request, arrival to last byte.",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+TTFB = Histogram(
+    "gateway_time_to_first_byte_seconds",
+    "Arrival to the first response byte sent.",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM = Histogram(
+    "gateway_upstream_duration_seconds",
+    "From the first upstream attempt to the end.",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+OVERHEAD = Histogram(
+    "gateway_overhead_seconds",
+    "Arrival to the first upstream attempt (the gateway's own time).",
+    buckets=OVERHEAD_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+# --- cardinality guards ----------------------------------------------------------------------
+
+
+class LabelGuard:
+    """The first `limit` distinct values pass; later ones become "other"."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self.limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class KeyGuard:
+    """Which keys get their own `key` label (module docstring: cardinality guard)."""
+
+    def __init__(self, loader: Callable[[int], Iterable[int]]) -> None:
+        self._loader = loader
+        self._named: set[int] = set()
+        self._top: frozenset[int] = frozenset()
+        self._loaded_at = -math.inf
+        self._refreshing = threading.Lock()
+
+    def label(self, key_id: int | None, name: str) -> str:
+        if key_id is None:
+            return ""
+        if key_id in self._named:
+            return name
+        limit = settings.GATEWAY_METRICS_MAX_KEYS
+        if len(self._named) < limit or (key_id in self._top and len(self._named) < 2 * limit):
+            self._named.add(key_id)
+            return name
+        self._refresh_in_background()
+        return OTHER
+
+    def refresh(self) -> None:
+        """Load the top keys now (the background refresh runs this in a thread)."""
+        try:
+            self._top = frozenset(self._loader(settings.GATEWAY_METRICS_MAX_KEYS))
+        finally:
+            self._loaded_at = time.monotonic()
+
+    def _refresh_in_background(self) -> None:
+        due = (
+            time.monotonic() - self._loaded_at >= settings.GATEWAY_METRICS_TOP_KEYS_REFRESH_SECONDS
+        )
+        if due and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_and_release, daemon=True).start()
+
+    def _refresh_and_release(self) -> None:
+        from django.db import connection
+
+        try:
+            self.refresh()
+        except Exception:
+            logger.warning("could not load the top keys for metric labels", exc_info=True)
+        finally:
+            connection.close()
+            self._refreshing.release()
+
+
+def top_key_ids(limit: int, now: dt.datetime | None = None) -> list[int]:
+    """The keys that spent most over the last 7 days, from the daily rollups."""
+    from django.db.models import Sum
+
+    from telemetry.models import SpendRollup
+
+    since = (now or timezone.now()) - TOP_KEYS_WINDOW
+    rows = (
+        SpendRollup.objects.filter(
+            granularity=SpendRollup.Granularity.DAY, bucket_start__gte=since, key_id__gt=0
+        )
+        .values("key_id")
+        .annotate(cost=Sum("cost_micros"))
+        .order_by("-cost", "key_id")[:limit]
+    )
+    return [int(row["key_id"]) for row in rows]
+
+
+KEYS = KeyGuard(top_key_ids)
+MODELS = LabelGuard()
+ERROR_TYPES = LabelGuard()
+
+
+# --- recording (hot path: no I/O) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Display names of the request's owners, from its KeyPolicy."""
+
+    organization: str
+    team: str
+    key: str
+
+
+TOKEN_FIELDS = tuple((kind, f"{kind}_tokens") for kind in TOKEN_TYPES)
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: object, labels: tuple[str, ...]) -> Any:
+    """metric.labels(*labels), remembered: labels() validates and locks on every call (a few
+    microseconds, about ten times per request); a dict lookup does not. Bounded like the labels."""
+    child = _children.get((metric, labels))
+    if child is None:
+        child = _children[metric, labels] = metric.labels(*labels)  # type: ignore[attr-defined]
+    return child
+
+
+def record_request(
+    event: Mapping[str, Any], names: Names, *, total: float, overhead: float | None
+) -> None:
+    """Add one finished request (a usage event) to the metrics. Durations in seconds."""
+    model = MODELS(
+        event.get("served_model") or event.get("routed_model") or event.get("requested_model", "")
+    )
+    provider = event.get("provider") or ""
+    key = KEYS.label(event.get("key_id"), names.key)
+    cell = (names.organization, names.team, key, model, provider)
+    status = int(event.get("status") or 0)
+    _child(REQUESTS, (*cell, str(status))).inc()
+    for kind, field in TOKEN_FIELDS:
+        count = event.get(field)
+        if count:
+            _child(TOKENS, (*cell, kind)).inc(count)
+    cost_micros = event.get("cost_micros")
+    if cost_micros:
+        _child(COST, cell).inc(cost_micros / 1_000_000)
+    error_type = event.get("error_type") or ""
+    if status >= 400 or error_type:
+        _child(ERRORS, (*cell, ERROR_TYPES(error_type or f"http_{status}"))).inc()
+    attempts = event.get("attempts") or 0
+    if attempts > 1:
+        _child(FAILOVERS, (names.organization, names.team, model, provider)).inc(attempts - 1)
+    _record_timing(event, (provider, model), total=total, overhead=overhead)
+
+
+def _record_timing(
+    event: Mapping[str, Any], route: tuple[str, str], *, total: float, overhead: float | None
+) -> None:
+    _child(DURATION, route).observe(total)
+    ttfb_ms = event.get("ttfb_ms")
+    if ttfb_ms is not None:
+        _child(TTFB, route).observe(ttfb_ms / 1000)
+    if overhead is not None:
+        OVERHEAD.observe(overhead)
+        _child(UPSTREAM, route).observe(max(total - overhead, 0.0))
+
+
+# --- budgets (scrape time) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    budget_id: int
+    organization: str
+    scope: str
+    owner: str
+    team: str  # the owning team's name, or the owning key's team's
+    key: str  # the owning key's name
+    period: str
+    models: str  # model patterns, comma-separated ("" = every model)
+    limit_micros: int
+    spent_micros: int | None  # None until the period's record exists
+
+    @property
+    def remaining_micros(self) -> int | None:
+        return None if self.spent_micros is None else max(self.limit_micros - self.spent_micros, 0)
+
+
+def budget_statuses(
+    now: dt.datetime | None = None, *, max_keys: int | None = None
+) -> list[BudgetStatus]:
+    """Every live budget's limit and spend in its current period (period records, no ledger)."""
+    from django.db.models import Q
+
+    from governance.models import Budget
+    from governance.periods import window
+    from telemetry.models import BudgetPeriodRecord
+
+    now = now or timezone.now()
+    live_key = Q(virtual_key__isnull=True) | Q(virtual_key__revoked_at__isnull=True)
+    budgets = Budget.objects.filter(live_key).select_related(
+        "organization", "team", "project", "virtual_key__team", "virtual_key__parent"
+    )
+    records = {
+        (r.budget_id, r.period_label): r.spent_micros
+        for r in BudgetPeriodRecord.objects.filter(closed=False).only(
+            "budget_id", "period_label", "spent_micros"
+        )
+    }
+    statuses = []
+    for budget in budgets:
+        label = window(budget.period, budget.organization.timezone, now).label
+        statuses.append(_status(budget, records.get((budget.pk, label))))
+    return _cap_key_budgets(
+        statuses, settings.GATEWAY_METRICS_MAX_KEYS if max_keys is None else max_keys
+    )
+
+
+def _status(budget: Any, spent: int | None) -> BudgetStatus:
+    key = budget.virtual_key
+    team = budget.team or (key.team if key is not None else None)
+    owner = key or budget.team or budget.project or budget.organization
+    # Plain names: the organization is a label of its own (a team's str() would repeat it).
+    owner_name = str(key) if key is not None else owner.name
+    return BudgetStatus(
+        budget_id=budget.pk,
+        organization=budget.organization.name,
+        scope=budget.scope,
+        owner=owner_name,
+        team=team.name if team is not None else "",
+        key=str(key) if key is not None else "",
+        period=budget.period,
+        models=",".join(budget.model_patterns),
+        limit_micros=budget.amount_micros,
+        spent_micros=spent,
+    )
+
+
+def _cap_key_budgets(statuses: list[BudgetStatus], max_keys: int) -> list[BudgetStatus]:
+    keyed = [s for s in statuses if s.scope == "key"]
+    if len(keyed) <= max_keys:
+        return statuses
+    keep = {s.budget_id for s in sorted(keyed, key=lambda s: -(s.spent_micros or 0))[:max_keys]}
+    return [s for s in statuses if s.scope != "key" or s.budget_id in keep]
+
+
+class BudgetCollector(Collector):
+    """Budget gauges, computed when scraped."""
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()  # no samples: registering must not query the database
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        spent, limit, remaining = families = self._families()
+        try:
+            statuses = budget_statuses()
+        except Exception:  # a database outage must not take the request metrics down with it
+            logger.warning("budget gauges unavailable", exc_info=True)
+            return []
+        for status in statuses:
+            labels = [
+                str(status.budget_id),
+                status.organization,
+                status.scope,
+                status.owner,
+                status.period,
+                status.models,
+            ]
+            limit.add_metric(labels, status.limit_micros / 1_000_000)
+            if status.spent_micros is not None and status.remaining_micros is not None:
+                spent.add_metric(labels, status.spent_micros / 1_000_000)
+                remaining.add_metric(labels, status.remaining_micros / 1_000_000)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "gateway_budget_spent_usd", "Spend in the current period.", labels=BUDGET_LABELS
+            ),
+            GaugeMetricFamily("gateway_budget_limit_usd", "Budget amount.", labels=BUDGET_LABELS),
+            GaugeMetricFamily(
+                "gateway_budget_remaining_usd",
+                "Limit minus spend, at least 0.",
+                labels=BUDGET_LABELS,
+            ),
+        )
+
+
+# --- exposition ------------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What /metrics shows: every worker's samples in multiprocess mode, else this process's."""
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(REGISTRY)
+    registry.register(BudgetCollector())
+    return registry
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics (Prometheus text format). With GATEWAY_METRICS_TOKEN set, it needs
+    `Authorization: Bearer <token>` (spend by team and key is not for everyone)."""
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token and not constant_time_compare(
+        request.headers.get("authorization", ""), f"Bearer {token}"
+    ):
+        return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain")
+    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)

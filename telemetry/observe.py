@@ -1,0 +1,79 @@
+"""The one call the proxy makes when a request finishes: Prometheus and OpenTelemetry.
+
+Cheap and safe on the hot path: no network, no database, never raises. Prometheus samples are
+in-memory (or memory-mapped files in multiprocess mode); the span goes to a batch processor
+whose own thread exports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from governance.policy import KeyPolicy, RouteTarget
+from telemetry import metrics
+from telemetry.exporters import otel
+
+logger = logging.getLogger("gateway.telemetry")
+ERROR_LOG_INTERVAL = 60.0
+
+_last_error_logged = -ERROR_LOG_INTERVAL
+
+
+def request_finished(
+    event: Mapping[str, Any],
+    policy: KeyPolicy,
+    *,
+    started: float,
+    forwarded_at: float | None = None,
+    targets: Sequence[RouteTarget] = (),
+) -> None:
+    """Record a finished request: the usage event as written to the ledger, its key's policy.
+
+    `started` is the handler's time.perf_counter() at arrival; `forwarded_at` the same clock
+    when admission was done and the first upstream attempt began (None for a request refused
+    before that: it gets metrics but no span). `targets` are the route's deployments, which
+    tell the provider's kind and address.
+    """
+    try:
+        _observe(event, policy, started, forwarded_at, targets)
+    except Exception:
+        _log_failure()
+
+
+def _observe(
+    event: Mapping[str, Any],
+    policy: KeyPolicy,
+    started: float,
+    forwarded_at: float | None,
+    targets: Sequence[RouteTarget],
+) -> None:
+    total = time.perf_counter() - started
+    key = f"{policy.parent_name}/{policy.key_name}" if policy.parent_name else policy.key_name
+    names = metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
+    overhead = None if forwarded_at is None else forwarded_at - started
+    metrics.record_request(event, names, total=total, overhead=overhead)
+    if forwarded_at is None:
+        return
+    provider_name = event.get("provider") or ""
+    target = next((t for t in targets if t.provider.name == provider_name), None)
+    otel.record_span(
+        event,
+        duration=total,
+        organization=names.organization,
+        team=names.team,
+        key=names.key,
+        provider_kind=target.provider.kind if target is not None else "",
+        base_url=target.provider.base_url if target is not None else "",
+    )
+
+
+def _log_failure() -> None:
+    """Log with the traceback, at most once a minute: a bug here must not flood the logs."""
+    global _last_error_logged  # noqa: PLW0603 (one timestamp; a class would add nothing)
+    now = time.monotonic()
+    if now - _last_error_logged >= ERROR_LOG_INTERVAL:
+        _last_error_logged = now
+        logger.exception("could not record request telemetry")

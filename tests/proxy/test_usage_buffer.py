@@ -1,0 +1,239 @@
+"""UsageBuffer: usage events reach the ledger in batches, and survive a database outage on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy import usage as usage_module
+from proxy.usage import UsageBuffer
+from telemetry import ledger
+from telemetry.models import UsageRecord
+
+CREATED = dt.datetime(2026, 11, 26, 12, 30, tzinfo=dt.UTC)
+
+
+def event(number: int) -> dict[str, Any]:
+    return {
+        "request_id": f"gwreq_{number:032d}",
+        "created_at": CREATED + dt.timedelta(seconds=number),
+        "organization_id": 1,
+        "key_id": 2,
+        "route": "anthropic.messages",
+        "requested_model": "claude-sonnet-4-6",
+        "status": 200,
+        "cost_micros": 100 + number,
+    }
+
+
+class Writer:
+    """A ledger stand-in that can be switched off to play a database outage."""
+
+    def __init__(self, *, down: bool = False, delay: float = 0.0) -> None:
+        self.down = down
+        self.delay = delay
+        self.batches: list[list[dict[str, Any]]] = []
+        self.started = threading.Event()
+
+    def __call__(self, batch: list[dict[str, Any]]) -> int:
+        self.started.set()
+        time.sleep(self.delay)
+        if self.down:
+            raise ConnectionError("database is down")
+        self.batches.append(list(batch))
+        return len(batch)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for batch in self.batches for e in batch]
+
+
+def buffer_for(writer: Any, spool: Path, **options: Any) -> UsageBuffer:
+    options.setdefault("flush_interval", 0.02)
+    options.setdefault("replay_interval", 3600.0)
+    return UsageBuffer(writer, spool, **options)
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob("usage-*.jsonl"))
+
+
+def spooled_request_ids(spool: Path) -> list[str]:
+    return [
+        orjson.loads(line)["request_id"]
+        for path in spool_files(spool)
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+
+
+async def test_events_are_written_in_batches(tmp_path: Path) -> None:
+    writer = Writer()
+    buffer = buffer_for(writer, tmp_path, batch_size=2)
+    for number in range(5):
+        buffer.put(event(number))
+
+    await buffer.flush()
+
+    assert [len(b) for b in writer.batches] == [2, 2, 1]
+    assert [e["request_id"] for e in writer.events] == [event(n)["request_id"] for n in range(5)]
+    assert buffer.written == 5
+    await buffer.close()
+
+
+async def test_background_task_writes_without_an_explicit_flush(tmp_path: Path) -> None:
+    writer = Writer()
+    buffer = buffer_for(writer, tmp_path)
+    buffer.put(event(1))
+
+    for _ in range(200):
+        if writer.events:
+            break
+        await asyncio.sleep(0.01)
+
+    assert [e["request_id"] for e in writer.events] == [event(1)["request_id"]]
+    await buffer.close()
+
+
+async def test_failing_writer_spools_events_to_an_fsynced_jsonl_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(usage_module.os, "fsync", fsync)
+    buffer = buffer_for(Writer(down=True), tmp_path / "spool")
+    for number in range(3):
+        buffer.put(event(number))
+
+    await buffer.flush()
+
+    assert spool_files(tmp_path / "spool") == [tmp_path / "spool" / f"usage-{os.getpid()}.jsonl"]
+    assert spooled_request_ids(tmp_path / "spool") == [event(n)["request_id"] for n in range(3)]
+    assert buffer.spooled == 3 and buffer.written == 0
+    assert synced
+    lines = [line for line in spool_files(tmp_path / "spool")[0].read_bytes().splitlines() if line]
+    assert orjson.loads(lines[0])["created_at"] == "2026-11-26T12:30:00+00:00"
+
+
+async def test_spooled_events_are_replayed_once_after_recovery(tmp_path: Path) -> None:
+    writer = Writer(down=True)
+    buffer = buffer_for(writer, tmp_path)
+    for number in range(3):
+        buffer.put(event(number))
+    await buffer.flush()
+
+    writer.down = False
+    replayed = await buffer.replay_spool()
+    again = await buffer.replay_spool()
+
+    assert (replayed, again) == (3, 0)
+    assert writer.events == [event(n) for n in range(3)]  # created_at is a datetime again
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_still_failing_replay_keeps_the_events_on_disk(tmp_path: Path) -> None:
+    writer = Writer(down=True)
+    buffer = buffer_for(writer, tmp_path)
+    for number in range(3):
+        buffer.put(event(number))
+    await buffer.flush()
+
+    assert await buffer.replay_spool() == 0
+    assert sorted(spooled_request_ids(tmp_path)) == [event(n)["request_id"] for n in range(3)]
+
+    writer.down = False
+    assert await buffer.replay_spool() == 3
+    assert spool_files(tmp_path) == []
+
+
+async def test_flush_replays_the_spool_once_the_ledger_is_back(tmp_path: Path) -> None:
+    writer = Writer(down=True)
+    buffer = buffer_for(writer, tmp_path, replay_interval=0.0)
+    buffer.put(event(1))
+    await buffer.flush()
+
+    writer.down = False
+    buffer.put(event(2))
+    await buffer.flush()
+
+    assert sorted(e["request_id"] for e in writer.events) == [
+        event(1)["request_id"],
+        event(2)["request_id"],
+    ]
+    assert spool_files(tmp_path) == []
+    await buffer.close()
+
+
+async def test_a_torn_last_line_does_not_strand_the_spooled_events(tmp_path: Path) -> None:
+    """A crash while appending leaves half a line; the complete lines must still be replayed."""
+    writer = Writer()
+    good = b"".join(orjson.dumps(event(n)) + b"\n" for n in range(2))
+    (tmp_path / "usage-999.jsonl").write_bytes(good + b'{"request_id": "gwreq_torn", "crea')
+    buffer = buffer_for(writer, tmp_path)
+
+    replayed = await buffer.replay_spool()
+
+    assert replayed == 2
+    assert [e["request_id"] for e in writer.events] == [event(n)["request_id"] for n in range(2)]
+    assert spool_files(tmp_path) == []
+
+
+async def test_close_flushes_pending_events(tmp_path: Path) -> None:
+    writer = Writer()
+    buffer = buffer_for(writer, tmp_path, flush_interval=3600.0)
+    buffer.put(event(1))
+    buffer.put(event(2))
+
+    await buffer.close()
+
+    assert [e["request_id"] for e in writer.events] == [event(1)["request_id"], event(2)["request_id"]]
+
+
+async def test_close_during_a_failing_write_still_spools_the_batch(tmp_path: Path) -> None:
+    writer = Writer(down=True, delay=0.2)
+    buffer = buffer_for(writer, tmp_path)
+    buffer.put(event(1))
+    await asyncio.get_running_loop().run_in_executor(None, writer.started.wait, 5)
+
+    await buffer.close()
+
+    assert spooled_request_ids(tmp_path) == [event(1)["request_id"]]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_replaying_the_same_file_twice_does_not_duplicate_ledger_rows(
+    tmp_path: Path,
+) -> None:
+    """A crash between writing a replayed batch and deleting its file replays it again."""
+    events = [{**event(n), "request_id": "gwreq_" + uuid.uuid4().hex} for n in range(4)]
+    failing = buffer_for(Writer(down=True), tmp_path / "spool")
+    for item in events:
+        failing.put(item)
+    await failing.flush()
+    (spooled,) = spool_files(tmp_path / "spool")
+    shutil.copy(spooled, tmp_path / "copy.jsonl")
+    buffer = buffer_for(ledger.write_events_and_close, tmp_path / "spool")
+
+    assert await buffer.replay_spool() == 4
+    shutil.copy(tmp_path / "copy.jsonl", spooled)
+    assert await buffer.replay_spool() == 4
+
+    rows = UsageRecord.objects.order_by("created_at")
+    assert await rows.acount() == 4
+    assert [r.request_id async for r in rows] == [e["request_id"] for e in events]
+    assert [r.created_at async for r in rows] == [e["created_at"] for e in events]
