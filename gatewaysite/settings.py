@@ -22,7 +22,7 @@ environ.Env.read_env(BASE_DIR / ".env")  # optional; `make run` writes one with 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+if not DEBUG and SECRET_KEY in ("", DEV_SECRET_KEY):
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY must be set when DEBUG is off "
         "(`make run` writes a fresh one to .env; production sets it in the environment)."

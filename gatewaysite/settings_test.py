@@ -9,3 +9,13 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-product
 from gatewaysite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not shared-cache memory: the end-to-end tests write from the gateway's threads
+    # too, and shared-cache SQLite answers concurrent writers with "table is locked" at once
+    # instead of waiting for the lock.
+    # One file per test process, so parallel runs in one checkout never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / "var" / f"test-gateway-{os.getpid()}.sqlite3")
+    }
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30

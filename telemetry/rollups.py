@@ -716,11 +716,3 @@ def _merge_session(merged: dict[str, SessionTotal], row: Mapping[str, Any]) -> N
     for name, pick in (("first_seen", min), ("last_seen", max)):
         current = getattr(session, name)
         setattr(session, name, row[name] if current is None else pick(current, row[name]))
-
-
-def cells_total(cells: Iterable[SpendRollup]) -> Totals:
-    """Sum of rollup rows (tests and reports)."""
-    total = Totals()
-    for cell in cells:
-        total.add([getattr(cell, name) for name in COUNTS])
-    return total

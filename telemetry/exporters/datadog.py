@@ -194,18 +194,21 @@ def claim_batch(settle_seconds: float = SETTLE_SECONDS) -> Batch:
         cursor = RollupCursor.objects.select_for_update().get(name=CURSOR)
         pending = RollupCursor.objects.get(name=PENDING)
         now = timezone.now()
-        interval = min(max(int((now - cursor.updated_at).total_seconds()), 1), 3600)
         start = cursor.last_usage_id
         if pending.last_usage_id > start and pending.updated_at > now - MAX_STAMP_AGE:
-            return Batch(
-                start, pending.last_usage_id, int(pending.updated_at.timestamp()), interval
-            )
+            return _batch(cursor, pending.last_usage_id, pending.updated_at)
         upper = _settled_id(settle_seconds)
         if upper <= start:
-            return Batch(start, start, int(now.timestamp()), interval)
+            return _batch(cursor, start, now)
         pending.last_usage_id = upper
         pending.save(update_fields=["last_usage_id", "updated_at"])
-        return Batch(start, upper, int(pending.updated_at.timestamp()), interval)
+        return _batch(cursor, upper, pending.updated_at)
+
+
+def _batch(cursor: RollupCursor, end: int, stamp: dt.datetime) -> Batch:
+    # Derived from stored times only, so a batch sent again is byte for byte the same.
+    interval = int((stamp - cursor.updated_at).total_seconds())
+    return Batch(cursor.last_usage_id, end, int(stamp.timestamp()), min(max(interval, 1), 3600))
 
 
 def _settled_id(settle_seconds: float) -> int:

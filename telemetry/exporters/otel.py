@@ -8,7 +8,7 @@ OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_BSP_* (batching), OTEL_SDK
 A request never waits for the exporter: the span is built after the response has gone, with the
 request's real start and end times, and handed to a BatchSpanProcessor, whose queue append does
 not block (when the queue is full the span is dropped) and whose own thread does the HTTP.
-The tracer is set up on first use in each process, so a forking server sets it up per worker.
+The exporter is set up on first use in each process, so a forking server sets it up per worker.
 
 Span: name "chat {gen_ai.request.model}", kind CLIENT. gen_ai.usage.input_tokens includes cache
 read and cache creation tokens (OTel counts them in; Anthropic's input_tokens leaves them out).
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Tracer
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 logger = logging.getLogger("gateway.otel")
 
@@ -43,6 +43,7 @@ PROVIDER_NAMES = {
     "openai-compatible": "openai",
 }
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+SCOPE_NAME = "claude-gateway"
 
 
 def enabled() -> bool:
@@ -54,41 +55,40 @@ def enabled() -> bool:
 
 
 class _Tracing:
-    """This process's tracer provider, set up on first use."""
+    """This process's tracer provider and batch processor, set up on first use."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._configured = False
         self.provider: TracerProvider | None = None
-        self.tracer: Tracer | None = None
+        self.processor: BatchSpanProcessor | None = None
 
-    def get(self) -> Tracer | None:
+    def get(self) -> TracerProvider | None:
         if self._configured:
-            return self.tracer
+            return self.provider
         with self._lock:
             if not self._configured:
                 if enabled():
-                    self.provider = _setup()
-                    self.tracer = self.provider.get_tracer("claude-gateway")
+                    self.provider, self.processor = _setup()
                 self._configured = True
-        return self.tracer
+        return self.provider
 
     def reset(self) -> None:
         with self._lock:
             if self.provider is not None:
                 self.provider.shutdown()
-            self._configured, self.provider, self.tracer = False, None, None
+            self._configured, self.provider, self.processor = False, None, None
 
 
 _tracing = _Tracing()
 
 
-def tracer() -> Tracer | None:
-    """This process's tracer; None when export is off."""
-    return _tracing.get()
+def active() -> bool:
+    """Whether spans are exported (sets the exporter up on first call)."""
+    return _tracing.get() is not None
 
 
-def _setup() -> TracerProvider:
+def _setup() -> tuple[TracerProvider, BatchSpanProcessor]:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -98,10 +98,11 @@ def _setup() -> TracerProvider:
         {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": DEFAULT_SERVICE_NAME}
     )
     # A private provider, not the global one: nothing else in the process is traced through it,
-    # and tests can replace it.
+    # and tests can replace it. It reads OTEL_TRACES_SAMPLER and shuts down (flushes) at exit.
     provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
+    processor = BatchSpanProcessor(OTLPSpanExporter())
+    provider.add_span_processor(processor)
+    return provider, processor
 
 
 def force_flush(timeout_millis: int = 5000) -> bool:
@@ -110,7 +111,7 @@ def force_flush(timeout_millis: int = 5000) -> bool:
 
 
 def reset() -> None:
-    """Flush and drop the tracer, so the next span reads the environment again (tests)."""
+    """Flush and drop the exporter, so the next span reads the environment again (tests)."""
     _tracing.reset()
 
 
@@ -186,11 +187,21 @@ def record_span(
     provider_kind: str,
     base_url: str = "",
 ) -> None:
-    """Hand one finished request's span to the batch processor (no-op when export is off)."""
-    active = tracer()
-    if active is None:
+    """Hand one finished request's span to the batch processor (no-op when export is off).
+
+    The span is built finished, as a ReadableSpan, rather than through Tracer.start_span: the
+    SDK's start_span validates every attribute one by one and cost about eight times as much
+    (measured: ~190 us against ~22 us per span on a busy 2-core machine). Every attribute here
+    is built by span_attributes with a valid type. The sampler (OTEL_TRACES_SAMPLER) still
+    decides, and ids come from the provider's generator, as start_span would do.
+    """
+    provider = _tracing.get()
+    processor = _tracing.processor
+    if provider is None or processor is None:
         return
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
     attributes = span_attributes(
         event,
@@ -200,13 +211,31 @@ def record_span(
         provider_kind=provider_kind,
         base_url=base_url,
     )
-    start = _epoch_ns(event["created_at"])
-    span = active.start_span(
-        f"chat {attributes['gen_ai.request.model']}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        start_time=start,
+    name = f"chat {attributes['gen_ai.request.model']}"
+    trace_id = provider.id_generator.generate_trace_id()
+    sampling = provider.sampler.should_sample(None, trace_id, name, SpanKind.CLIENT, attributes)
+    if not sampling.decision.is_sampled():  # type: ignore[no-untyped-call]
+        return
+    if sampling.attributes:
+        attributes.update(sampling.attributes)
+    context = SpanContext(
+        trace_id,
+        provider.id_generator.generate_span_id(),
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=sampling.trace_state,
     )
-    if "error.type" in attributes:
-        span.set_status(Status(StatusCode.ERROR, str(attributes["error.type"])))
-    span.end(end_time=start + int(duration * 1e9))
+    error = attributes.get("error.type")
+    start = _epoch_ns(event["created_at"])
+    span = ReadableSpan(
+        name=name,
+        context=context,
+        resource=provider.resource,
+        attributes=attributes,
+        kind=SpanKind.CLIENT,
+        instrumentation_scope=InstrumentationScope(SCOPE_NAME),
+        status=Status(StatusCode.ERROR, str(error)) if error else Status(StatusCode.UNSET),
+        start_time=start,
+        end_time=start + int(duration * 1e9),
+    )
+    processor.on_end(span)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy import runtime as runtime_module
 from proxy.attribution import MAX_ID_LENGTH, attribute, session_from_metadata
 from proxy.handlers import presented_secret
 from proxy.runtime import AuthFailureGuard
@@ -71,7 +70,7 @@ def test_x_api_key_wins_when_neither_looks_like_a_gateway_key() -> None:
 def minute(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The guard's clock, pinned to the start of a minute; tests move it by editing [0]."""
     now = [1_800_000_000.0]
-    monkeypatch.setattr(runtime_module.time, "time", lambda: now[0])
+    monkeypatch.setattr("proxy.runtime.time.time", lambda: now[0])
     return now
 
 

@@ -1,4 +1,4 @@
-"""UsageTally: what a response is billed for, from JSON bodies and SSE streams (PROTOCOLS.md 1.4)."""
+"""UsageTally: what a response is billed for, from JSON bodies and SSE streams (PROTOCOLS 1.4)."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_stream_cut_short_bills_the_last_values_seen() -> None:
     tally = tally_of(
         frame(message_start({"input_tokens": 100, "output_tokens": 1})),
         frame(message_delta({"output_tokens": 40}, stop_reason=None)),
-        b"event: message_delta\ndata: {\"type\": \"message_delta\", \"usage\": {\"output_tok",
+        b'event: message_delta\ndata: {"type": "message_delta", "usage": {"output_tok',
     )
 
     assert (tally.input_tokens, tally.output_tokens) == (100, 40)
