@@ -7,6 +7,11 @@ case "${1:-serve}" in
         if [ "${GATEWAY_MIGRATE:-true}" = "true" ]; then
             python manage.py migrate --noinput
         fi
+        # Prometheus multiprocess mode: every worker writes its metrics here; /metrics adds
+        # them up. Emptied at start so a previous container's counts do not linger.
+        export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus}"
+        rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+        mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
         # WEB_CONCURRENCY sets the worker count; GUNICORN_CMD_ARGS adds any other option.
         # No control socket: it would go to $HOME/.gunicorn, which the image does not have.
         exec gunicorn gatewaysite.asgi:application \

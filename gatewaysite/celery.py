@@ -26,4 +26,5 @@ app.conf.beat_schedule = {
     "periods": _every(300.0, "telemetry.tasks.sync_budget_periods"),
     "reconcile": _every(3600.0, "telemetry.tasks.reconcile_budgets"),
     "retention": _every(86400.0, "telemetry.tasks.enforce_retention"),
+    "datadog": _every(60.0, "telemetry.tasks.push_datadog_metrics"),
 }

@@ -148,6 +148,15 @@ SPECTACULAR_SETTINGS = {"TITLE": "Claude gateway API", "VERSION": "1"}
 
 # How long a gateway process may serve a policy snapshot before re-checking the shared version.
 GATEWAY_POLICY_CHECK_SECONDS = env.float("GATEWAY_POLICY_CHECK_SECONDS", default=1.0)
+# Without Redis, the policy version is a number in this file (shared by the processes of one
+# machine: the gateway, `apply_config`, the admin).
+# Without a Celery broker, the periodic jobs (rollups, alerts, periods, reconciliation,
+# retention) run inside the gateway process; GATEWAY_IN_PROCESS_JOBS=false turns that off.
+GATEWAY_IN_PROCESS_JOBS = env.bool("GATEWAY_IN_PROCESS_JOBS", default=True)
+GATEWAY_ROLLUP_SETTLE_SECONDS = env.float("GATEWAY_ROLLUP_SETTLE_SECONDS", default=30.0)
+GATEWAY_POLICY_VERSION_FILE = env.str(
+    "GATEWAY_POLICY_VERSION_FILE", default=str(BASE_DIR / "var" / "policy-version")
+)
 
 LOGGING = {
     "version": 1,

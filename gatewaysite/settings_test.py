@@ -7,8 +7,13 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 
 from gatewaysite.settings import *  # noqa: F403
+from gatewaysite.settings import BASE_DIR, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# End-to-end tests start gateways; their background jobs would race the tests' own data.
+GATEWAY_IN_PROCESS_JOBS = False
+# Per test process, like the test database below.
+GATEWAY_POLICY_VERSION_FILE = str(BASE_DIR / "var" / f"policy-version-{os.getpid()}")
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not shared-cache memory: the end-to-end tests write from the gateway's threads

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
 from django.conf import settings
@@ -230,18 +232,41 @@ def detached(loader: Callable[..., T]) -> Callable[..., T]:
 # --- invalidation ---------------------------------------------------------------------------
 
 
+def _version_file() -> Path | None:
+    """On the embedded default the version lives in a file, so a change made by another
+    process on this machine (`apply_config`, `manage.py shell`) reaches a running gateway
+    just as an admin change does; with Redis it lives in the shared cache."""
+    return None if settings.REDIS_URL else Path(settings.GATEWAY_POLICY_VERSION_FILE)
+
+
 def current_version() -> int:
-    return int(cache.get(VERSION_CACHE_KEY) or 0)
+    path = _version_file()
+    if path is None:
+        return int(cache.get(VERSION_CACHE_KEY) or 0)
+    try:
+        return int(path.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def invalidate_all() -> int:
     """Bump the shared version and forget this process's snapshots. Returns the new version."""
-    cache.add(VERSION_CACHE_KEY, 0, timeout=None)
-    try:
-        version = int(cache.incr(VERSION_CACHE_KEY))
-    except ValueError:  # evicted between add and incr
-        cache.set(VERSION_CACHE_KEY, 1, timeout=None)
-        version = 1
+    path = _version_file()
+    if path is not None:
+        # Two processes racing may both write N + 1: either way every reader sees a new
+        # version and reloads everything, which is all the number is for.
+        version = current_version() + 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(str(version))
+        os.replace(temporary, path)
+    else:
+        cache.add(VERSION_CACHE_KEY, 0, timeout=None)
+        try:
+            version = int(cache.incr(VERSION_CACHE_KEY))
+        except ValueError:  # evicted between add and incr
+            cache.set(VERSION_CACHE_KEY, 1, timeout=None)
+            version = 1
     local_cache.clear()
     return version
 

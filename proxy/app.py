@@ -15,6 +15,7 @@ from django.conf import settings
 from proxy import handlers, runtime
 from proxy.asgi import ClientGone, Incoming, Receive, Scope, Send, incoming, read_body, send_bytes
 from proxy.errors import GatewayError
+from telemetry import scheduler
 
 logger = logging.getLogger("gateway.proxy")
 ASGIApp = Callable[..., Awaitable[None]]
@@ -85,9 +86,11 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             runtime.current()
+            scheduler.start()  # periodic jobs in process when there is no Celery broker
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
+                await scheduler.stop()
                 await runtime.shutdown()  # flushes pending usage events to the ledger
             except Exception:
                 logger.exception("error while shutting the proxy down")

@@ -27,27 +27,28 @@ from telemetry import ledger
 
 @dataclass(slots=True)
 class AuthFailureGuard:
-    """Failed authentications per client address per minute (per process).
+    """Failed authentications per client address in the minute since the first (per process).
 
     Over the limit, requests from that address whose key is not already known-good are
     refused before any database lookup, so guessing keys cannot hammer the database.
     """
 
     limit: int
-    _windows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    window_seconds: float = 60.0
+    _windows: dict[str, tuple[float, int]] = field(default_factory=dict)  # start, failures
 
     def blocked(self, address: str) -> bool:
-        minute, count = self._windows.get(address, (0, 0))
-        return minute == int(time.time() // 60) and count >= self.limit
+        started, count = self._windows.get(address, (0.0, 0))
+        return count >= self.limit and time.time() - started < self.window_seconds
 
     def record_failure(self, address: str) -> None:
-        now_minute = int(time.time() // 60)
-        minute, count = self._windows.get(address, (now_minute, 0))
-        if minute != now_minute:
-            count = 0
+        now = time.time()
+        started, count = self._windows.get(address, (now, 0))
+        if now - started >= self.window_seconds:
+            started, count = now, 0
         if len(self._windows) > 100_000:
             self._windows.clear()
-        self._windows[address] = (now_minute, count + 1)
+        self._windows[address] = (started, count + 1)
 
 
 def _version_from_cache() -> int:

@@ -52,6 +52,16 @@ def _decode_all(data: bytes) -> list[dict[str, Any]]:
     return events
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class UsageBuffer:
     def __init__(
         self,
@@ -136,6 +146,7 @@ class UsageBuffer:
         if not self._spool_dir.is_dir():
             return 0
         replayed = 0
+        self._reclaim_orphans()
         for path in sorted(self._spool_dir.glob("usage-*.jsonl")):
             claimed = path.with_suffix(f".replaying-{os.getpid()}")
             try:
@@ -156,6 +167,15 @@ class UsageBuffer:
         if replayed:
             logger.info("replayed %d spooled usage events into the ledger", replayed)
         return replayed
+
+    def _reclaim_orphans(self) -> None:
+        """A process that died while replaying leaves `*.replaying-<pid>`: put it back."""
+        for path in self._spool_dir.glob("usage-*.replaying-*"):
+            pid = path.suffix.rpartition("-")[2]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(self._spool_dir / f"usage-orphan-{pid}-{time.time_ns()}.jsonl")
 
     async def close(self) -> None:
         # Not cancelled: a cancelled write would lose its batch (neither written nor spooled),

@@ -43,7 +43,6 @@ from telemetry.models import RollupCursor, SessionRollup, SpendRollup, UsageReco
 
 CURSOR = "ledger"
 HORIZON = "ledger.horizon"
-DEFAULT_SETTLE_SECONDS = 30.0
 BATCH_ROWS = 50_000
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
@@ -130,9 +129,7 @@ class RollupRun:
 def run_rollups(*, settle_seconds: float | None = None, batch_rows: int = BATCH_ROWS) -> RollupRun:
     """Roll the ledger up to the settled horizon. Idempotent; safe on several workers at once."""
     if settle_seconds is None:
-        settle_seconds = float(
-            getattr(settings, "GATEWAY_ROLLUP_SETTLE_SECONDS", DEFAULT_SETTLE_SECONDS)
-        )
+        settle_seconds = settings.GATEWAY_ROLLUP_SETTLE_SECONDS
     _ensure_cursors()
     upper = _advance_horizon(settle_seconds)
     result = RollupRun()

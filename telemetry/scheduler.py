@@ -59,6 +59,12 @@ def _retention() -> object:
     return enforce_retention()
 
 
+def _datadog() -> object:
+    from telemetry.exporters.datadog import push_datadog_metrics
+
+    return push_datadog_metrics()
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     name: str
@@ -74,6 +80,7 @@ JOBS: tuple[Job, ...] = (
     Job("periods", _periods, 300, 45),
     Job("reconcile", _reconcile, 3600, 300),
     Job("retention", _retention, 86400, 600),
+    Job("datadog", _datadog, 60, 35),
 )
 JOBS_BY_NAME = {job.name: job for job in JOBS}
 
@@ -139,9 +146,7 @@ _task: asyncio.Task[None] | None = None
 
 
 def enabled() -> bool:
-    return not settings.CELERY_BROKER_URL and bool(
-        getattr(settings, "GATEWAY_IN_PROCESS_JOBS", True)
-    )
+    return not settings.CELERY_BROKER_URL and settings.GATEWAY_IN_PROCESS_JOBS
 
 
 def start() -> None:

@@ -60,3 +60,11 @@ def evaluate_alerts() -> int:
     from telemetry.alerts import run_alerts
 
     return run_alerts()
+
+
+@_task("telemetry.tasks.push_datadog_metrics")
+def push_datadog_metrics() -> Any:
+    """Send new spend, token and budget figures to Datadog (does nothing without DD_API_KEY)."""
+    from telemetry.exporters.datadog import push_datadog_metrics as push
+
+    return plain(push())

@@ -25,6 +25,11 @@ from telemetry.dashboards.utilisation import WARN_PERCENT, BudgetUse, budget_use
 
 _ATTR = "_telemetry_budget_use"
 COLOURS = {"ok": "#16a34a", "warn": "#d97706", "over": "#dc2626"}
+SOURCES = {
+    "record": "the period record plus the ledger since it was written",
+    "rollups": "rollups (no period record yet)",
+    "ledger": "the ledger (no period record yet)",
+}
 
 
 class BudgetUseChangeList(ChangeList):
@@ -78,9 +83,7 @@ class BudgetUseColumn:
 
 
 def use_bar(use: BudgetUse, *, label: str = "") -> SafeString:
-    title = f"{use.period.label}: {format_usd(use.spent_micros)} spent"
-    if use.record_at is not None:
-        title += " (period record plus the ledger since it was written)"
+    title = f"{use.period.label}: {format_usd(use.spent_micros)} spent, from {SOURCES[use.source]}"
     return percent_bar(use.spent_micros, use.limit_micros, title=title, label=label)
 
 

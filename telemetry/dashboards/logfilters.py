@@ -132,10 +132,7 @@ class LogFilterForm(forms.Form):
         return format_html_join(
             "",
             '<option value="{}"{}>{}</option>',
-            (
-                (v, " selected" if str(v) == current else "", label)
-                for v, label in choices
-            ),
+            ((v, " selected" if str(v) == current else "", label) for v, label in choices),
         )
 
 

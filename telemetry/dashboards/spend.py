@@ -95,25 +95,27 @@ def _context(orgs: list[Organization], org: Organization, span: Span) -> dict[st
     series = {dim: _series(org, span, dim) for dim in DIMENSIONS}
     leaders = _leaders(org, span, series)
     names = leaders.names
+    query = _params(org, span)
+    csv_links = {
+        name: "?" + urlencode([*query, ("format", "csv"), ("export", name)]) for name in EXPORTS
+    }
     chart_list = [
         {
             "dimension": dim,
             "title": f"Spend by {label.lower()}",
             "chart": _chart(span, series[dim], dim, names),
-            "csv": "?" + urlencode([*_params(org, span), ("format", "csv"), ("export", dim)]),
+            "csv": csv_links[dim],
         }
         for dim, label in DIMENSIONS.items()
     ]
     overall = rollups.Totals()
     for point in series["team"]:
         overall.add([getattr(point, name) for name in rollups.COUNTS])
-    query = _params(org, span)
     return {
         "section": "spend",
         "orgs": orgs,
         "org": org,
         "span": span,
-        "presets": PRESETS,
         "charts": chart_list,
         "overall": overall,
         "overall_cost": format_usd(overall.cost_micros),
@@ -121,14 +123,11 @@ def _context(orgs: list[Organization], org: Organization, span: Span) -> dict[st
         "keys": _key_lines(names, leaders.keys),
         "sessions": _session_lines(names, leaders.sessions),
         "budgets": _budget_lines(org),
-        "csv": {
-            name: "?" + urlencode([*query, ("format", "csv"), ("export", name)]) for name in EXPORTS
-        },
+        "csv": csv_links,
         "range_links": [
             (key, label, "?" + urlencode([("org", str(org.pk)), ("range", key)]))
             for key, label in PRESETS.items()
         ],
-        "now": timezone.now().astimezone(span.zone),
     }
 
 
@@ -255,6 +254,11 @@ def owner_label(budget: Budget) -> str:
     return f"organization {budget.organization.name}"
 
 
+def _cents(micros: int) -> int:
+    """A projection to the nearest cent: its sixth decimal would be false precision."""
+    return (micros + 5_000) // 10_000 * 10_000
+
+
 def forecast_text(use: BudgetUse, tz_name: str) -> str:
     if use.exhausted:
         return "exhausted"
@@ -262,9 +266,9 @@ def forecast_text(use: BudgetUse, tz_name: str) -> str:
         when = use.exhaustion_at.astimezone(zoneinfo.ZoneInfo(tz_name))
         return f"runs out {when:%b} {when.day}, {when:%H:%M} at the last 7 days' rate"
     if use.projected_micros is not None and use.daily_rate_micros:
-        return f"on track: about {format_usd(use.projected_micros)} by period end"
+        return f"on track: about {format_usd(_cents(use.projected_micros))} by period end"
     if use.daily_rate_micros:
-        return f"about {format_usd(use.daily_rate_micros)} a day"
+        return f"about {format_usd(_cents(use.daily_rate_micros))} a day"
     return "no spend in the last 7 days"
 
 

@@ -2,10 +2,11 @@
 
 Spend comes from the budget's BudgetPeriodRecord for the current period (kept up to date from
 the ledger by the period job every few minutes) plus one ledger aggregate over the rows since
-that record was written, so the figure is live without summing a whole month of ledger rows.
-A budget with no record yet (the job has not run since it was created) is summed from the
-ledger over its period. Either way the figure is the one the budget's counter is seeded from
-(telemetry.ledger.spend_micros: routed model, sub-keys included), so it matches enforcement.
+that record was written, so the figure is live without summing a whole month of ledger rows;
+it is the figure the budget's counter is seeded from (telemetry.ledger.spend_micros: routed
+model, sub-keys included), so it matches enforcement. A budget with no record yet (the job has
+not run since it was created) is measured from rollups when its conditions are rollup
+dimensions, and from the ledger otherwise.
 
 Forecasts use the last 7 days of hourly rollups, read for all budgets in one query.
 """
@@ -17,13 +18,14 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from governance import periods
 from governance.models import Budget, VirtualKey
-from telemetry import ledger
+from telemetry import ledger, rollups
 from telemetry.models import BudgetPeriodRecord, SpendRollup
 
 # The same window as the burn-rate alerts (telemetry/alerts.py), so the dashboard's date and an
@@ -39,8 +41,9 @@ class BudgetUse:
     budget: Budget
     period: periods.PeriodWindow
     spent_micros: int
-    # When the ledger part was read; the record part may be a few minutes older (`record_at`).
     measured_at: dt.datetime
+    # "record": the period record (as of `record_at`) plus the ledger since; "rollups"; "ledger".
+    source: str = "ledger"
     record_at: dt.datetime | None = None
     recent_micros: int | None = None  # spend in the last FORECAST_WINDOW (forecasts only)
     exhaustion_at: dt.datetime | None = None
@@ -112,7 +115,9 @@ def budget_use(
 ) -> dict[int, BudgetUse]:
     """Current-period use of each budget (select_related("organization") for the time zone).
 
-    One query for the period records, then one ledger aggregate per budget.
+    One query for the period records; then one ledger aggregate per budget that has a record
+    (the rows since it), rollups for the others (one read per organization, period and kind of
+    owner, whatever the number of budgets), and the ledger for budgets rollups cannot measure.
     """
     now = now or timezone.now()
     windows = {b.pk: periods.window(b.period, b.organization.timezone, now) for b in budgets}
@@ -122,20 +127,70 @@ def budget_use(
             budget_id__in=list(windows), period_label__in={w.label for w in windows.values()}
         )
     }
+    from_rollups = _RollupSpend(budgets)
     uses = {}
     for budget in budgets:
         window = windows[budget.pk]
         record = records.get((budget.pk, window.label))
-        if record is None:
-            spent, record_at = _ledger_spend(budget, window.start, window.end), None
-        else:
+        if record is not None:
             since = record.updated_at
             if window.start is not None:
                 since = max(since, window.start)
             spent = record.spent_micros + _ledger_spend(budget, since, window.end)
-            record_at = record.updated_at
-        uses[budget.pk] = BudgetUse(budget, window, spent, now, record_at)
+            uses[budget.pk] = BudgetUse(budget, window, spent, now, "record", record.updated_at)
+            continue
+        rolled = from_rollups.spend(budget, window)
+        if rolled is not None:
+            uses[budget.pk] = BudgetUse(budget, window, rolled, now, "rollups")
+        else:
+            spent = _ledger_spend(budget, window.start, window.end)
+            uses[budget.pk] = BudgetUse(budget, window, spent, now, "ledger")
     return uses
+
+
+class _RollupSpend:
+    """Budget spend from rollups plus the rows not rolled up yet (telemetry.rollups.totals).
+
+    Only for budgets whose every condition is a rollup dimension: an owner and a calendar
+    period. Model tiers are left to the ledger, whose routed model is what the budget's counter
+    matches (rollups keep the served model). Windows are whole hours in rollups, which only
+    matters for zones with a half-hour offset.
+    """
+
+    OWNER_GROUP = {"organization": None, "team": "team", "project": "project", "key": "key"}
+
+    def __init__(self, budgets: Sequence[Budget]) -> None:
+        self._totals: dict[tuple[Any, ...], dict[Any, int]] = {}
+        self._family: dict[int, set[int]] | None = None
+        self._key_budgets = [b.virtual_key_id for b in budgets if b.virtual_key_id is not None]
+
+    def spend(self, budget: Budget, window: periods.PeriodWindow) -> int | None:
+        if budget.model_patterns or budget.provider_names:
+            return None
+        if window.start is None or window.end is None:
+            return None  # lifetime: a period record, or the ledger
+        group_by = self.OWNER_GROUP[budget.scope]
+        costs = self._costs(budget.organization_id, window.start, window.end, group_by)
+        if group_by is None:
+            return costs.get(None, 0)
+        if budget.virtual_key_id is not None:
+            family = self._families().get(budget.virtual_key_id, {budget.virtual_key_id})
+            return sum(costs.get(pk, 0) for pk in family)
+        return costs.get(owner_id(budget), 0)
+
+    def _costs(
+        self, organization_id: int, start: dt.datetime, end: dt.datetime, group_by: str | None
+    ) -> dict[Any, int]:
+        cache_key = (organization_id, start, end, group_by)
+        if cache_key not in self._totals:
+            groups = rollups.totals(organization_id, start, end, group_by=group_by)
+            self._totals[cache_key] = {g.group: g.cost_micros for g in groups}
+        return self._totals[cache_key]
+
+    def _families(self) -> dict[int, set[int]]:
+        if self._family is None:
+            self._family = _sub_keys(self._key_budgets)
+        return self._family
 
 
 def with_forecasts(uses: Mapping[int, BudgetUse]) -> dict[int, BudgetUse]:

@@ -126,9 +126,13 @@ def test_unchanged_save_does_not_invalidate(
 
 
 def test_invalidate_all_counts_up_from_an_empty_cache() -> None:
+    from pathlib import Path
+
+    from django.conf import settings
     from django.core.cache import cache
 
-    cache.delete(policy.VERSION_CACHE_KEY)
+    cache.delete(policy.VERSION_CACHE_KEY)  # where the version lives with Redis
+    Path(settings.GATEWAY_POLICY_VERSION_FILE).unlink(missing_ok=True)  # and without
 
     assert policy.current_version() == 0
     assert policy.invalidate_all() == 1

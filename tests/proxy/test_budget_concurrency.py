@@ -114,7 +114,7 @@ def test_several_gateway_processes_sharing_redis_hold_one_budget(governed, fake_
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
         for url in urls:
-            wait_for(partial(_healthy, url), timeout=20)
+            wait_for(partial(_healthy, url), timeout=60)
         statuses = fire(urls, governed.secret, 60)
     finally:
         for process in processes:

@@ -118,7 +118,7 @@ def seeded(live_server: Any) -> dict[str, Any]:
     for day in range(14):
         for i, key in enumerate(keys):
             for j, model in enumerate(models):
-                cost = (day % 5 + 1) * (i + 1) * (3 - j) * 650_000
+                cost = ((day * 7 + i * 3 + j * 5) % 11 + 1) * (i + 2) * (3 - j) * 210_000
                 events.append(
                     event(
                         now - dt.timedelta(days=day, hours=1 + i + j),
@@ -173,6 +173,7 @@ def test_request_log_refreshes_itself_and_spend_dashboard_renders(
     new_row.locator("td.time a").click()
     page.wait_for_url("**/logs/req-browser-new")
     assert "Time to first byte" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "request-detail.png"), full_page=True)
 
     page.goto(f"{live_server.url}/dashboards/spend?range=30d")
     assert page.locator("svg.chart").count() == 3

@@ -611,13 +611,32 @@ def test_budget_use_from_the_ledger_covers_sub_keys_and_model_tiers(world):
             routed_model="claude-opus-4-1",
         ),
     )
+    rollups.run_rollups(settle_seconds=0)
+    write(event(world.now - dt.timedelta(minutes=1), key=world.sub_key, cost=500_000))
     use = _use(budgets)
-    assert use["org"].spent_micros == 6_000_000
-    assert use["team"].spent_micros == 3_000_000  # the sub-key is in the ml team too
-    assert use["key"].spent_micros == 3_000_000  # a key's budget covers its sub-keys
+    assert {name: u.source for name, u in use.items()} == {
+        "org": "rollups",
+        "team": "rollups",
+        "key": "rollups",
+        "opus": "ledger",  # a model tier matches the routed model, which rollups do not keep
+    }
+    for u in use.values():
+        assert u.spent_micros == budget_spend_from_ledger(u.budget)
+    assert use["org"].spent_micros == 6_500_000
+    assert use["team"].spent_micros == 3_500_000  # the sub-key is in the ml team too
+    assert use["key"].spent_micros == 3_500_000  # a key's budget covers its sub-keys
     assert use["opus"].spent_micros == 3_000_000
-    assert (use["key"].percent, use["key"].level) == (75, "ok")
+    assert (use["key"].percent, use["key"].level) == (87, "warn")
     assert use["team"].record_at is None
+
+
+def budget_spend_from_ledger(budget: Budget) -> int:
+    return periods.budget_spend(budget, *_window(budget))
+
+
+def _window(budget: Budget) -> tuple[dt.datetime | None, dt.datetime | None]:
+    window = periods.current_window(budget, timezone.now())
+    return window.start, window.end
 
 
 def test_budget_use_adds_the_ledger_since_the_period_record(world):
@@ -631,7 +650,7 @@ def test_budget_use_adds_the_ledger_since_the_period_record(world):
     write(event(timezone.now() + dt.timedelta(seconds=1), key=world.ml_key, cost=1_500_000))
     use = _use({"team": budget})["team"]
     assert use.spent_micros == 8_500_000
-    assert use.record_at is not None
+    assert use.source == "record" and use.record_at is not None
     assert (use.percent, use.level) == (85, "warn")
 
 
@@ -717,20 +736,28 @@ def test_admin_lists_show_budget_use_bars(admin_client, world):
     assert budgets
 
 
+def _ledger_queries(admin_client) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(reverse("admin:governance_budget_changelist"))
+    return sum("telemetry_usagerecord" in q["sql"] for q in queries)
+
+
 def test_admin_budget_list_costs_one_aggregate_per_budget(admin_client, world):
-    for i in range(3):
-        factories.budget(owner=world.ml, amount_micros=1_000_000 * (i + 1))
-    with CaptureQueriesContext(connection) as few:
-        admin_client.get(reverse("admin:governance_budget_changelist"))
-    for i in range(10):
-        factories.budget(owner=world.web, amount_micros=1_000_000 * (i + 1))
-    with CaptureQueriesContext(connection) as many:
-        admin_client.get(reverse("admin:governance_budget_changelist"))
-    ledger_few = sum("telemetry_usagerecord" in q["sql"] for q in few)
-    ledger_many = sum("telemetry_usagerecord" in q["sql"] for q in many)
-    assert (ledger_few, ledger_many) == (3, 13)
-    records = [sum("telemetry_budgetperiodrecord" in q["sql"] for q in run) for run in (few, many)]
-    assert records == [1, 1]
+    budgets = [factories.budget(owner=world.ml, amount_micros=n * 1_000_000) for n in (1, 2, 3)]
+    periods.sync_budget_periods(budget_ids=[b.pk for b in budgets])
+    assert _ledger_queries(admin_client) == 3  # the rows since each budget's period record
+    more = [factories.budget(owner=world.web, amount_micros=n * 1_000_000) for n in range(1, 11)]
+    periods.sync_budget_periods(budget_ids=[b.pk for b in more])
+    assert _ledger_queries(admin_client) == 13
+
+
+def test_budgets_without_a_period_record_share_one_rollup_read(admin_client, world):
+    for n in (1, 2, 3):
+        factories.budget(owner=world.ml, amount_micros=n * 1_000_000)
+    few = _ledger_queries(admin_client)
+    for n in range(1, 11):
+        factories.budget(owner=world.web, amount_micros=n * 1_000_000)
+    assert _ledger_queries(admin_client) == few == 1  # one read of the rows not rolled up
 
 
 def test_admin_period_history_shows_spent_against_limit(admin_client, world):

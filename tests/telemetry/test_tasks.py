@@ -19,6 +19,7 @@ TASKS = {
     "periods": "telemetry.tasks.sync_budget_periods",
     "reconcile": "telemetry.tasks.reconcile_budgets",
     "retention": "telemetry.tasks.enforce_retention",
+    "datadog": "telemetry.tasks.push_datadog_metrics",
 }
 
 

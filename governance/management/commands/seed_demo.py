@@ -40,6 +40,9 @@ DEMO_MODELS = (
     "claude-opus-5-5",
     "claude-sonnet-5",
     "claude-haiku-5-5",
+    # Any other Claude model (e.g. the default of whichever Claude Code version runs) is served
+    # under its own name: exact routes win, this pattern catches the rest.
+    "claude-*",
 )
 ORG_NAME = "demo"
 TEAM_NAME = "platform"
@@ -104,7 +107,8 @@ def _routes(provider: Provider) -> None:
             continue
         route = ModelRoute(public_name=name, description="demo: served by the mock provider")
         common.save_instance(route, actor=ACTOR)
-        deployment = Deployment(route=route, provider=provider, upstream_model=name)
+        upstream = "" if "*" in name else name  # empty: serve the requested name
+        deployment = Deployment(route=route, provider=provider, upstream_model=upstream)
         common.save_instance(deployment, actor=ACTOR)
 
 
