@@ -188,4 +188,8 @@ def test_request_log_refreshes_itself_and_spend_dashboard_renders(
         page.locator("#chart-team a.csv").click()
     csv_text = Path(download.value.path()).read_text()
     assert csv_text.startswith("bucket_start,team,team_id,cost_usd")
+
+    page.goto(f"{live_server.url}/admin/governance/budget/")
+    assert page.locator("td.field-budget_use div[title]").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "admin-budgets.png"), full_page=True)
     assert js_errors == []
