@@ -11,6 +11,7 @@ from telemetry import metrics
 admin.site.site_header = "Claude gateway"
 admin.site.site_title = "Claude gateway admin"
 admin.site.index_title = "Governance"
+admin.site.site_url = "/dashboards/spend"  # "View site" leads to the spend dashboard
 
 urlpatterns = [
     path("admin/", admin.site.urls),

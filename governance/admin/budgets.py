@@ -92,8 +92,8 @@ class BudgetAdmin(BudgetUseColumn, ServiceModelAdmin[Budget]):
     list_filter = ("period", "on_exhaust", "organization")
     list_select_related = (
         "organization",
-        "team",
-        "project",
+        "team__organization",  # Budget.__str__ names the owner with its organization
+        "project__organization",
         "virtual_key",
         "virtual_key__parent",
     )

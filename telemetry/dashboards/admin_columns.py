@@ -1,8 +1,9 @@
 """A "budget used" column (spent / limit / % bar) for the budget, team and key admin lists.
 
-The changelist computes the use of every budget on the page at once (one period-record query,
-then one ledger aggregate per budget: telemetry.dashboards.utilisation) and hangs the result on
-each row, so the column itself runs no query.
+The changelist measures every budget on the page at once (telemetry.dashboards.utilisation:
+one period-record query, then one small ledger aggregate per budget, or one rollup read shared
+by budgets without a record yet) and hangs the result on each row, so the column itself runs
+no query.
 
 This module imports nothing from governance.admin, so governance.admin can import it.
 """

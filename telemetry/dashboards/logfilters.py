@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,7 +333,3 @@ def new_rows(rows: QuerySet[UsageRecord], since_id: int, *, limit: int) -> list[
     # other filters apply; then shown newest first like the page.
     found = list(rows.filter(id__gt=since_id).order_by("-id")[:limit])
     return sorted(found, key=lambda row: (row.created_at, row.pk), reverse=True)
-
-
-def ids(values: Iterable[int | None]) -> set[int]:
-    return {value for value in values if value}
