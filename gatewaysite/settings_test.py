@@ -10,6 +10,8 @@ from gatewaysite.settings import *  # noqa: F403
 from gatewaysite.settings import BASE_DIR, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# var/ is not in git: a fresh clone has to make it for the test database and version file.
+(BASE_DIR / "var").mkdir(exist_ok=True)
 # End-to-end tests start gateways; their background jobs would race the tests' own data.
 GATEWAY_IN_PROCESS_JOBS = False
 # Per test process, like the test database below.
