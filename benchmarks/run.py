@@ -509,8 +509,13 @@ def report(
     return complete
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `finally`s that stop the processes
+
+
 def main() -> int:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     env = bench_env(workdir)

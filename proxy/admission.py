@@ -80,13 +80,36 @@ class Plan:
     rate_rules: tuple[tuple[RateLimitRule, RateKind], ...]
 
 
+_windows: dict[tuple[str, str], periods.PeriodWindow] = {}
+
+
+def _window(period: str, tz_name: str, now: dt.datetime) -> periods.PeriodWindow:
+    """periods.window, reused while `now` stays inside the cached period.
+
+    The window is a pure function of the period containing `now`; computing it per budget per
+    request (time-zone conversions) was a visible share of admission (benchmarks/README.md).
+    """
+    cached = _windows.get((period, tz_name))
+    if (
+        cached is not None
+        and (cached.start is None or cached.start <= now)
+        and (cached.end is None or now < cached.end)
+    ):
+        return cached
+    window = periods.window(period, tz_name, now)
+    if len(_windows) >= 1024:
+        _windows.clear()
+    _windows[(period, tz_name)] = window
+    return window
+
+
 def build_plan(
     *, policy: KeyPolicy, model: str, provider: str, est: Estimate, now: dt.datetime
 ) -> Plan:
     budgets: list[PlannedBudget] = []
     charges: list[BudgetCharge] = []
     for rule in policy.budgets_for(model=model, provider=provider):
-        window = periods.window(rule.period, policy.timezone, now)
+        window = _window(rule.period, policy.timezone, now)
         ttl = 0
         if window.end is not None:
             ttl = int((window.end - now).total_seconds()) + BUDGET_COUNTER_GRACE_SECONDS
