@@ -175,8 +175,23 @@ class RoutingTable:
     """
 
     routes: Mapping[str, tuple[RouteTarget, ...]]
+    # Model -> resolved targets, filled on first use: every request resolves its model, and
+    # sorting and matching the patterns each time showed up in the hot path's profile. The
+    # table is replaced, never changed, when routes change, so entries never go stale.
+    _resolved: dict[str, tuple[RouteTarget, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def targets_for(self, model: str) -> tuple[RouteTarget, ...]:
+        resolved = self._resolved.get(model)
+        if resolved is None:
+            resolved = self._resolve(model)
+            if len(self._resolved) >= 4096:  # model names come from clients
+                self._resolved.clear()
+            self._resolved[model] = resolved
+        return resolved
+
+    def _resolve(self, model: str) -> tuple[RouteTarget, ...]:
         targets = self.routes.get(model)
         if targets is None:
             patterns = sorted(

@@ -98,6 +98,10 @@ class PriceBook:
                 -p.effective_from.timestamp(),
             ),
         )
+        # Model id -> the versions whose pattern matches it, in the order above. The hot path
+        # prices every request; matching each pattern with fnmatch every time was a visible
+        # share of a request's CPU. Bounded: model ids come from clients.
+        self._matching: dict[str, tuple[Price, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._prices)
@@ -108,9 +112,17 @@ class PriceBook:
         A pattern whose versions all start after `at` is skipped, so adding a more specific
         price later never leaves earlier requests without one.
         """
-        normalized = normalize_model_id(model)
-        for price in self._prices:
-            if price.effective_from <= at and fnmatch.fnmatchcase(normalized, price.model_pattern):
+        matching = self._matching.get(model)
+        if matching is None:
+            normalized = normalize_model_id(model)
+            matching = tuple(
+                p for p in self._prices if fnmatch.fnmatchcase(normalized, p.model_pattern)
+            )
+            if len(self._matching) >= 4096:
+                self._matching.clear()
+            self._matching[model] = matching
+        for price in matching:
+            if price.effective_from <= at:
                 return price
         return None
 

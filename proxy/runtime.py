@@ -85,9 +85,10 @@ class Runtime:
             "mock": MockProvider(),
         }
         self.usage = UsageBuffer(
-            ledger.write_events_and_close,
+            ledger.write_events_reusing_connection,
             Path(settings.GATEWAY_SPOOL_DIR),
             replay_interval=settings.GATEWAY_SPOOL_REPLAY_SECONDS,
+            release=ledger.close_connection,
         )
         self.auth_guard = AuthFailureGuard(limit=settings.GATEWAY_AUTH_FAILURES_PER_MINUTE)
         self.seed_budget = _ledger_spend

@@ -1,8 +1,9 @@
 """Usage events leave the request as plain dicts and reach the ledger in batches.
 
 The request path only appends to an in-memory list (no thread hop, no I/O). A background task
-writes batches to the ledger; if the database is unavailable the batch is appended to a local
-spool file, and spooled batches are replayed once it is back. Inserts are idempotent by
+hands batches to one dedicated writer thread, which keeps its database connection between
+batches and writes them to the ledger; if the database is unavailable the batch is appended to
+a local spool file, and spooled batches are replayed once it is back. Inserts are idempotent by
 request_id, so a batch replayed twice is harmless.
 """
 
@@ -15,11 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 
 logger = logging.getLogger("gateway.usage")
 
@@ -71,8 +72,14 @@ class UsageBuffer:
         flush_interval: float = 0.25,
         batch_size: int = 500,
         replay_interval: float = 5.0,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._writer = writer
+        # Every write and replay runs on this one thread, in order: the writer may keep a
+        # thread-bound connection open between batches, and `release` (run on the same thread
+        # at close) hands it back.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
+        self._release = release
         self._spool_dir = spool_dir
         self._flush_interval = flush_interval
         self._batch_size = batch_size
@@ -117,13 +124,13 @@ class UsageBuffer:
 
     async def _write_or_spool(self, batch: list[dict[str, Any]]) -> None:
         try:
-            await sync_to_async(self._writer, thread_sensitive=False)(batch)
+            await self._on_thread(self._writer, batch)
             self.written += len(batch)
         except Exception:
             logger.warning(
                 "ledger unavailable; spooling %d usage events", len(batch), exc_info=True
             )
-            await sync_to_async(self._spool, thread_sensitive=False)(batch)
+            await self._on_thread(self._spool, batch)
 
     def _spool_file(self) -> Path:
         return self._spool_dir / f"usage-{os.getpid()}.jsonl"
@@ -138,8 +145,12 @@ class UsageBuffer:
             os.fsync(handle.fileno())
         self.spooled += len(batch)
 
+    async def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
     async def replay_spool(self) -> int:
-        return await sync_to_async(self._replay, thread_sensitive=False)()
+        replayed: int = await self._on_thread(self._replay)
+        return replayed
 
     def _replay(self) -> int:
         """Write every spooled event; a file is removed only after all of it was written."""
@@ -194,3 +205,6 @@ class UsageBuffer:
         await self.flush()
         while self._pending:  # events put while the final batch was written
             await self.flush()
+        if self._release is not None:
+            with contextlib.suppress(Exception):
+                await self._on_thread(self._release)

@@ -235,11 +235,14 @@ async def test_replaying_the_same_file_twice_does_not_duplicate_ledger_rows(
     await failing.flush()
     (spooled,) = spool_files(tmp_path / "spool")
     shutil.copy(spooled, tmp_path / "copy.jsonl")
-    buffer = buffer_for(ledger.write_events_and_close, tmp_path / "spool")
+    buffer = buffer_for(
+        ledger.write_events_reusing_connection, tmp_path / "spool", release=ledger.close_connection
+    )
 
     assert await buffer.replay_spool() == 4
     shutil.copy(tmp_path / "copy.jsonl", spooled)
     assert await buffer.replay_spool() == 4
+    await buffer.close()  # hands the writer thread's connection back
 
     rows = await sync_to_async(ledger_rows, thread_sensitive=False)()
     assert rows == [(e["request_id"], e["created_at"]) for e in events]
