@@ -1,4 +1,5 @@
-"""Who caused a request: Claude Code session, subagent, client and version."""
+"""Who caused a request: Claude Code session, subagent, client and version, and the trace the
+client's own span belongs to (W3C traceparent), which the request's OpenTelemetry span joins."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ import orjson
 # "Anthropic/Python 2.14.0" is client "Anthropic/Python", version "2.14.0".
 _USER_AGENT = re.compile(r"^([A-Za-z][\w.\-]*)/(?:([A-Za-z]+) (?=\d))?([\w.\-+]+)")
 MAX_ID_LENGTH = 100
+# W3C Trace Context, version 00: "00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>",
+# lowercase only. Compiled once: this runs on every request that sends the header.
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +27,8 @@ class Attribution:
     parent_agent_id: str = ""
     client_name: str = ""
     client_version: str = ""
+    # Only for the span: never a ledger column (the ledger writer drops keys it has no column for).
+    traceparent: str = ""
 
 
 def _clip(value: str) -> str:
@@ -42,6 +50,19 @@ def session_from_metadata(metadata: Any) -> str:
     return session if isinstance(session, str) else ""
 
 
+def valid_traceparent(value: str) -> str:
+    """`value` if it is a well-formed version-00 traceparent, otherwise "" (ignored, as the
+    specification asks of a header that cannot be parsed)."""
+    if (
+        len(value) != 55
+        or not _TRACEPARENT.fullmatch(value)
+        or value[3:35] == _ZERO_TRACE_ID
+        or value[36:52] == _ZERO_SPAN_ID
+    ):
+        return ""
+    return value
+
+
 def attribute(headers: dict[str, str], metadata: Any) -> Attribution:
     match = _USER_AGENT.match(headers.get("user-agent", ""))
     client = ""
@@ -55,4 +76,5 @@ def attribute(headers: dict[str, str], metadata: Any) -> Attribution:
         parent_agent_id=_clip(headers.get("x-claude-code-parent-agent-id", "")),
         client_name=client[:60],
         client_version=match.group(3)[:40] if match else "",
+        traceparent=valid_traceparent(headers.get("traceparent", "")),
     )

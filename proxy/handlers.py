@@ -205,6 +205,8 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
         "parent_agent_id": attribution.parent_agent_id,
         "client_name": attribution.client_name,
         "client_version": attribution.client_version,
+        # For the OpenTelemetry span only; the ledger writer keeps just its own columns.
+        "traceparent": attribution.traceparent,
     }
     try:
         decision = policy.decide_model(requested)

@@ -1,6 +1,8 @@
 // Request log: every few seconds, fetch the rows written since the newest one shown and put
 // them on top. No framework, no build step. The server says whether the page is live (the
-// newest page of an open-ended range) and where to poll.
+// newest page of an open-ended range) and where to poll. The cursor is the server's: `since`
+// (the newest id it looked at) and `gaps` (lower ids whose rows were not committed yet, looked
+// up again on the next poll), both sent back unchanged.
 (function () {
   "use strict";
   var table = document.getElementById("log-table");
@@ -11,6 +13,7 @@
   var toggle = document.getElementById("live-toggle");
   var notice = document.getElementById("live-notice");
   var since = table.dataset.since || "0";
+  var gaps = table.dataset.gaps || "";
   var every = parseInt(table.dataset.refreshMs, 10) || 3000;
   var maxRows = 500;
   var paused = false;
@@ -19,6 +22,9 @@
   function pollUrl() {
     var url = new URL(table.dataset.liveUrl, window.location.href);
     url.searchParams.set("since", since);
+    if (gaps) {
+      url.searchParams.set("gaps", gaps);
+    }
     return url.toString();
   }
 
@@ -80,6 +86,7 @@
       })
       .then(function (data) {
         since = String(data.since);
+        gaps = data.gaps || "";
         if (data.count) {
           insert(data.html);
         }

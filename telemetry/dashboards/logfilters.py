@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
@@ -323,13 +323,101 @@ def page(
     )
 
 
-def new_rows(rows: QuerySet[UsageRecord], since_id: int, *, limit: int) -> list[UsageRecord]:
-    """Rows written after `since_id` (ids grow with inserts), newest first, at most `limit`.
+# --- the live feed --------------------------------------------------------------------------
 
-    Polling by id rather than time also picks up a long request that started before the rows
-    already shown but finished (and was written) after them.
+# Ledger ids are handed out at insert but become visible at commit, and several gateway
+# processes write batches at once, so an id can become visible after a higher one was shown.
+# Each poll therefore also hands back the ids at or below its cursor that were not visible yet
+# (gaps) and the next poll looks them up again by primary key. Only ids near the newest can
+# still be in flight (the writers' open batches), so ids further down than GAP_WINDOW are given
+# up: that also retires the ids no row will ever have (a rolled-back batch, a request id
+# already in the ledger: both use up sequence values).
+GAP_WINDOW = 5_000
+MAX_GAPS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCursor:
+    """Where a live feed stands: every id up to `since` was either looked at or is in `gaps`."""
+
+    since: int
+    gaps: tuple[int, ...] = ()
+
+    def gaps_token(self) -> str:
+        return ",".join(map(str, self.gaps))
+
+    @classmethod
+    def parse(cls, since: str | None, gaps: str | None) -> LiveCursor:
+        """The cursor a client sent back; anything malformed is dropped, never an error."""
+        try:
+            top = max(int(since or "0"), 0)
+        except ValueError:
+            return cls(0)
+        found: set[int] = set()
+        for part in (gaps or "").split(",", MAX_GAPS)[:MAX_GAPS]:
+            try:
+                pk = int(part)
+            except ValueError:
+                continue
+            if 0 < pk <= top:
+                found.add(pk)
+        return cls(top, tuple(sorted(found)))
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRows:
+    rows: list[UsageRecord]  # newest first
+    cursor: LiveCursor  # for the next poll
+    truncated: bool  # more new rows matched than were returned
+
+
+def latest_id() -> int:
+    return int(UsageRecord.objects.aggregate(top=Max("id"))["top"] or 0)
+
+
+def live_start() -> LiveCursor:
+    """The cursor of a page read now. Taken before the page's rows: a row committed in between
+    is on the page and also looked up by the first poll, which the client skips as shown."""
+    top = latest_id()
+    return LiveCursor(top, _missing_ids(low=max(top - GAP_WINDOW, 0), top=top))
+
+
+def _missing_ids(*, low: int, top: int) -> tuple[int, ...]:
+    """Ids in (low, top] with no visible row: one index range scan of at most GAP_WINDOW ids."""
+    if top <= low:
+        return ()
+    ids = UsageRecord.objects.filter(id__gt=low, id__lte=top).order_by().values_list("id")
+    present = {pk for (pk,) in ids}
+    return tuple(pk for pk in range(low + 1, top + 1) if pk not in present)
+
+
+def live_rows(rows: QuerySet[UsageRecord], cursor: LiveCursor, *, limit: int) -> LiveRows:
+    """Rows of `rows` (a filtered ledger) that became visible since `cursor`, newest first.
+
+    Every query runs on the primary key: the new ids, scanned backwards from the newest and
+    bounded by `since`, plus the handful of gap ids. Each visibility check runs before the read
+    of matching rows, so a row committing in between is either returned now (and taken out of
+    the gaps) or still counted as a gap, never neither. A row whose gap is filled but which does
+    not match the filters is dropped from the gaps all the same.
     """
-    # Ordered by id so the scan is bounded by `id > since_id` on the primary key, whatever
-    # other filters apply; then shown newest first like the page.
-    found = list(rows.filter(id__gt=since_id).order_by("-id")[:limit])
-    return sorted(found, key=lambda row: (row.created_at, row.pk), reverse=True)
+    top = latest_id()
+    filled: set[int] = set()
+    if cursor.gaps:
+        ids = UsageRecord.objects.filter(id__in=cursor.gaps).order_by().values_list("id")
+        filled = {pk for (pk,) in ids}
+    low = max(cursor.since, top - GAP_WINDOW)
+    missing = {pk for pk in cursor.gaps if pk not in filled and pk > top - GAP_WINDOW}
+    missing.update(_missing_ids(low=low, top=top))
+    found: list[UsageRecord] = []
+    if top > cursor.since:
+        # The newest `limit` by id; `id <= top` so that nothing above the next cursor is
+        # returned now and again by the next poll.
+        found = list(rows.filter(id__gt=cursor.since, id__lte=top).order_by("-id")[:limit])
+    truncated = len(found) >= limit
+    if filled:
+        found.extend(rows.filter(id__in=filled).order_by())
+    missing.difference_update(row.pk for row in found)
+    # Shown newest first, like the page.
+    found.sort(key=lambda row: (row.created_at, row.pk), reverse=True)
+    next_cursor = LiveCursor(max(top, cursor.since), tuple(sorted(missing)[-MAX_GAPS:]))
+    return LiveRows(rows=found, cursor=next_cursor, truncated=truncated)

@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
@@ -21,10 +20,12 @@ from telemetry.dashboards import names as names_module
 from telemetry.dashboards.logfilters import (
     RANGE_LABELS,
     Cursor,
+    LiveCursor,
     LogFilterForm,
     LogFilters,
+    live_rows,
+    live_start,
     model_names,
-    new_rows,
     page,
     parse_filters,
 )
@@ -104,10 +105,6 @@ def _url(filters: LogFilters, **extra: str) -> str:
     return "?" + urlencode([*filters.query_items(), *extra.items()])
 
 
-def _latest_id() -> int:
-    return int(UsageRecord.objects.aggregate(top=Max("id"))["top"] or 0)
-
-
 @require_GET
 @staff_member_required
 def log_list(request: HttpRequest) -> HttpResponse:
@@ -116,7 +113,7 @@ def log_list(request: HttpRequest) -> HttpResponse:
     after = Cursor.parse(request.GET.get("after"))
     # The live feed starts from the newest id now; read before the page so nothing falls
     # between the two.
-    latest = _latest_id()
+    live_from = live_start()
     result = page(filters.apply(UsageRecord.objects.all()), before=before, after=after)
     newest_page = result.newer is None
     context: dict[str, Any] = {
@@ -131,7 +128,8 @@ def log_list(request: HttpRequest) -> HttpResponse:
         "newest_url": _url(filters) if (before or after) else "",
         "live": newest_page and filters.live,
         "live_url": _url(filters),
-        "since": latest,
+        "since": live_from.since,
+        "gaps": live_from.gaps_token(),
         "refresh_ms": REFRESH_SECONDS * 1000,
         "filtered": any(name not in ("range",) for name, _ in filters.query_items()),
         "start": filters.start,
@@ -145,26 +143,25 @@ def log_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_member_required
 def log_live(request: HttpRequest) -> JsonResponse:
-    """Rows written since `since` that match the filters, as table rows to prepend."""
+    """Rows written since the client's cursor that match the filters, as table rows to prepend.
+
+    The cursor is `since` (the newest id looked at) and `gaps` (ids below it not yet visible
+    then); the response carries the next one. The cursor moves to the newest id even when
+    nothing here matched, so a quiet filter does not rescan a growing tail of other rows.
+    """
     _, filters = _filters(request)
-    try:
-        since = max(int(request.GET.get("since", "0")), 0)
-    except ValueError:
-        since = 0
-    top = _latest_id()
-    # The cursor moves to the newest id even when nothing here matched, so a quiet filter
-    # does not rescan a growing tail of other rows on every poll.
-    rows = filters.apply(UsageRecord.objects.filter(id__lte=top))
-    found = new_rows(rows, since, limit=LIVE_LIMIT) if top > since else []
+    cursor = LiveCursor.parse(request.GET.get("since"), request.GET.get("gaps"))
+    found = live_rows(filters.apply(UsageRecord.objects.all()), cursor, limit=LIVE_LIMIT)
     html = render_to_string(
-        "telemetry/logs/_rows.html", {"rows": log_rows(found), "fresh": True}, request=request
+        "telemetry/logs/_rows.html", {"rows": log_rows(found.rows), "fresh": True}, request=request
     )
     response = JsonResponse(
         {
             "html": html,
-            "count": len(found),
-            "since": max(top, since),
-            "truncated": len(found) >= LIVE_LIMIT,
+            "count": len(found.rows),
+            "since": found.cursor.since,
+            "gaps": found.cursor.gaps_token(),
+            "truncated": found.truncated,
         }
     )
     add_never_cache_headers(response)

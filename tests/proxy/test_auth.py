@@ -193,3 +193,35 @@ def test_header_values_are_clipped() -> None:
 def test_missing_or_garbage_metadata_gives_no_session(metadata: object) -> None:
     assert session_from_metadata(metadata) == ""
     assert attribute({}, metadata).session_id == ""
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("flags", ["01", "00", "ff"])
+def test_a_valid_traceparent_is_kept_for_the_span(flags: str) -> None:
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-{flags}"
+
+    assert attribute({"traceparent": traceparent}, None).traceparent == traceparent
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "",
+        f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",  # hex must be lower case
+        f"01-{TRACE_ID}-{PARENT_ID}-01",  # only version 00 is understood
+        f"ff-{TRACE_ID}-{PARENT_ID}-01",
+        f"00-{'0' * 32}-{PARENT_ID}-01",  # all-zero trace id
+        f"00-{TRACE_ID}-{'0' * 16}-01",  # all-zero parent id
+        f"00-{TRACE_ID}-{PARENT_ID}-01-extra",
+        f"00-{TRACE_ID}-{PARENT_ID}",
+        f"00-{TRACE_ID[:-1]}g-{PARENT_ID}-01",
+        f"00_{TRACE_ID}_{PARENT_ID}_01",
+        f" 00-{TRACE_ID}-{PARENT_ID}-1",
+        f"00-{TRACE_ID}-{PARENT_ID}-01,00-{TRACE_ID}-{PARENT_ID}-01",  # header sent twice
+    ],
+)
+def test_a_malformed_traceparent_is_ignored(traceparent: str) -> None:
+    assert attribute({"traceparent": traceparent}, None).traceparent == ""

@@ -20,6 +20,7 @@ from django.db import connections
 from django.utils import timezone
 
 from telemetry import rollups
+from telemetry.models import UsageRecord
 from tests import factories
 from tests.telemetry.usage_events import event, write
 
@@ -192,4 +193,29 @@ def test_request_log_refreshes_itself_and_spend_dashboard_renders(
     page.goto(f"{live_server.url}/admin/governance/budget/")
     assert page.locator("td.field-budget_use div[title]").count() == 3
     page.screenshot(path=str(ARTIFACTS / "admin-budgets.png"), full_page=True)
+    assert js_errors == []
+
+
+def _ledger_row(pk: int) -> None:
+    """A ledger row with a chosen id, as if its writer's transaction committed just now."""
+    created_at = timezone.now() - dt.timedelta(seconds=1)
+    UsageRecord.objects.create(pk=pk, **event(created_at, request_id=f"req-browser-{pk}"))
+
+
+def test_request_log_shows_a_row_committed_after_a_higher_id(live_server, page, js_errors):
+    def seed() -> None:
+        get_user_model().objects.create_superuser("finance", "finance@example.com", PASSWORD)
+        _ledger_row(1)
+
+    _in_thread(seed)
+    _log_in(page, f"{live_server.url}/logs")
+    assert page.locator("#log-rows tr").count() == 1
+
+    _in_thread(lambda: _ledger_row(3))  # id 2 is still in another writer's transaction
+    page.wait_for_selector('#log-rows tr[data-id="3"]', timeout=10_000)
+    _in_thread(lambda: _ledger_row(2))
+    # The page hands the server's gaps back, so the next poll looks id 2 up again.
+    page.wait_for_selector('#log-rows tr[data-id="2"]', timeout=10_000)
+    ids = page.eval_on_selector_all("#log-rows tr", "rows => rows.map(r => r.dataset.id)")
+    assert sorted(ids) == ["1", "2", "3"]
     assert js_errors == []

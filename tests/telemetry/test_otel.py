@@ -24,6 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from governance.policy import KeyPolicy, ProviderConfig, RouteTarget
 from telemetry import observe
 from telemetry.exporters import otel
+from telemetry.models import UsageRecord
 from tests.fakes.anthropic_upstream import Reply
 from tests.proxy.conftest import fake_upstream, gateway, governed, wait_for
 
@@ -45,6 +46,9 @@ class ReceivedSpan:
     status: int
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    trace_id: str = ""  # hex, as in a traceparent
+    span_id: str = ""
+    parent_span_id: str = ""  # "" for a root span
 
 
 @dataclass
@@ -105,6 +109,9 @@ class Receiver:
                             status=span.status.code,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             resource=resource,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
                         )
                     )
 
@@ -300,3 +307,83 @@ def test_a_proxied_request_is_exported_with_its_real_usage(
     assert attributes["gateway.cost.usd"] > 0
     assert span.start_ns >= int(before.timestamp() * 1e9) - 1_000_000
     assert span.end_ns > span.start_ns
+
+
+# --- joining the client's trace (W3C traceparent) ----------------------------------------------
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+def test_a_span_with_the_clients_traceparent_joins_its_trace(receiver):
+    finish(usage_event(traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+    otel.force_flush()
+    wait_for(lambda: len(receiver.spans) == 1)
+    [span] = receiver.spans
+    assert (span.trace_id, span.parent_span_id) == (CLIENT_TRACE, CLIENT_SPAN)
+    assert span.span_id not in ("", CLIENT_SPAN)
+
+
+def test_a_span_without_traceparent_starts_its_own_trace(receiver):
+    finish(usage_event())
+    finish(usage_event(traceparent=""))
+    otel.force_flush()
+    wait_for(lambda: len(receiver.spans) == 2)
+    first, second = receiver.spans
+    assert first.parent_span_id == second.parent_span_id == ""
+    assert len({first.trace_id, second.trace_id, CLIENT_TRACE}) == 3
+
+
+def test_a_client_trace_marked_not_sampled_is_not_exported_by_the_default_sampler(receiver):
+    # The SDK's default sampler, parentbased_always_on, follows the caller's decision.
+    finish(
+        usage_event(request_id="gwreq_unsampled", traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")
+    )
+    finish(usage_event(request_id="gwreq_root"))
+    otel.force_flush()
+    wait_for(lambda: len(receiver.spans) == 1)
+    assert otel.force_flush()
+    assert [s.attributes["gateway.request.id"] for s in receiver.spans] == ["gwreq_root"]
+
+
+def _post_through_gateway(gateway: Any, governed: Any, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(
+        gateway.anthropic_url + "/v1/messages",
+        json={
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers={"x-api-key": governed.secret, **headers},
+        timeout=10,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proxied_request_with_traceparent_is_a_child_of_the_clients_span(
+    receiver, gateway, governed, fake_upstream
+):
+    traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+    response = _post_through_gateway(gateway, governed, {"traceparent": traceparent})
+    assert response.status_code == 200
+    wait_for(lambda: otel.force_flush() and len(receiver.spans) == 1)
+    [span] = receiver.spans
+    assert (span.trace_id, span.parent_span_id) == (CLIENT_TRACE, CLIENT_SPAN)
+    assert span.attributes["gateway.request.id"] == response.headers["x-gateway-request-id"]
+    # The ledger row is written as always; the trace context is not one of its columns.
+    request_id = response.headers["x-gateway-request-id"]
+    wait_for(lambda: UsageRecord.objects.filter(request_id=request_id).exists())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_proxied_request_with_an_invalid_traceparent_gets_a_fresh_root_span(
+    receiver, gateway, governed, fake_upstream
+):
+    # Upper-case hex is not allowed; tests/proxy/test_auth.py has the other malformed kinds.
+    traceparent = f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01"
+    response = _post_through_gateway(gateway, governed, {"traceparent": traceparent})
+    assert response.status_code == 200
+    wait_for(lambda: otel.force_flush() and len(receiver.spans) == 1)
+    [span] = receiver.spans
+    assert span.parent_span_id == ""
+    assert span.trace_id not in ("", CLIENT_TRACE, "0" * 32)
