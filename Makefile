@@ -19,7 +19,7 @@ CREDENTIALS := .demo-credentials
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/gateway_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install run test lint typecheck pytest test-pg bench clean
+.PHONY: help install run test lint typecheck pytest test-pg bench bench-spend clean
 
 help:
 	@echo "make run       create .venv, migrate, seed a demo, serve on http://$(HOST):$(PORT)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, lint-imports"
 	@echo "make typecheck mypy (strict)"
 	@echo "make bench     run benchmarks/run.py"
+	@echo "make bench-spend  benchmarks/spend_pipeline.py (needs DATABASE_URL=postgres://...)"
 	@echo "make clean     remove caches, collected static files and build leftovers"
 
 $(BIN)/python:
@@ -79,6 +80,10 @@ bench: $(STAMP)
 	else \
 		echo "No benchmarks yet (benchmarks/run.py does not exist)."; \
 	fi
+
+# 10 million ledger rows: PostgreSQL only, e.g. DATABASE_URL=postgres://.../gw_spendbench.
+bench-spend: $(STAMP)
+	$(BIN)/python benchmarks/spend_pipeline.py
 
 # Leaves .venv, .env, the database and .demo-credentials alone: those hold state or secrets.
 clean:

@@ -31,9 +31,14 @@ MAX_DOWNGRADES = 2
 
 
 def new_request_id() -> str:
-    # 128 random bits, like a uuid4, without its getrandom() syscall per request. An id needs
-    # to be unique, not unguessable; `random` is reseeded in every forked worker.
-    return f"gwreq_{random.getrandbits(128):032x}"
+    """32 hex digits like a uuid4: 48 bits of Unix milliseconds, then 80 random bits.
+
+    Time first, so new ids land at the right edge of the ledger's unique index instead of on
+    a random page of it: on a ten-million-row ledger random ids made every insert read a cold
+    index page. `random` rather than uuid4 saves a getrandom() syscall per request; an id
+    must be unique, not unguessable, and `random` is reseeded in every forked worker.
+    """
+    return f"gwreq_{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 def presented_secret(headers: dict[str, str]) -> str:
