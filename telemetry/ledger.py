@@ -45,9 +45,10 @@ def _insert_sql() -> str:
 STAGING_TABLE = "usage_incoming"
 
 
-def _copy_sql() -> tuple[str, str, str]:
-    """PostgreSQL: a per-connection staging table emptied at commit, COPY into it, then one
-    INSERT ... SELECT that skips request ids already in the ledger."""
+def _copy_sql() -> tuple[str, str, str, str]:
+    """PostgreSQL: a per-connection staging table, COPY into it, one INSERT ... SELECT that
+    skips request ids already in the ledger, then empty it (not only at commit: inside an
+    enclosing transaction a second batch would re-insert the first one's rows)."""
     create = (
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} ON COMMIT DELETE ROWS AS "  # noqa: S608
         f"SELECT {_columns()} FROM {_table()} WITH NO DATA"
@@ -57,7 +58,7 @@ def _copy_sql() -> tuple[str, str, str]:
         f"INSERT INTO {_table()} ({_columns()}) "  # noqa: S608
         f"SELECT {_columns()} FROM {STAGING_TABLE} {_conflict()}"
     )
-    return create, copy, insert
+    return create, copy, insert, f"DELETE FROM {STAGING_TABLE}"  # noqa: S608
 
 
 def _row(event: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -82,12 +83,13 @@ def write_events(events: Iterable[Mapping[str, Any]]) -> int:
         return 0
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            create, copy_sql, insert = _copy_sql()
+            create, copy_sql, insert, empty = _copy_sql()
             cursor.execute(create)
             with cursor.cursor.copy(copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(insert)
+            cursor.execute(empty)
         else:
             cursor.executemany(_insert_sql(), rows)
     return len(rows)

@@ -1,8 +1,8 @@
 """Budget period history: one BudgetPeriodRecord per budget and calendar period.
 
 `sync_budget_periods` (every 5 minutes) keeps the record of each budget's current period up to
-date from the ledger (the truth; counters are a cache of it), and closes the records of periods
-that are over, writing their final spend once:
+date with the ledger spend (the truth; counters are a cache of it), and closes the records of
+periods that are over, writing their final spend once:
 
 - A period that ended is closed CLOSE_GRACE after its end, so that usage events still in a
   gateway's buffer or spool (they carry the request's own time) are counted in it.
@@ -16,13 +16,23 @@ that are over, writing their final spend once:
 
 Every write is a conditional UPDATE or an insert guarded by the unique (budget, period label)
 constraint, so two workers running this at once write the same rows.
+
+Spend is not summed from the raw ledger (a month of a busy organization is millions of rows, per
+budget): it is read from the rollups, whole UTC days from day cells and the rest of the hours
+from hour cells, plus the ledger rows not rolled up yet and the minutes at the ends of a period
+that do not fill an hour (telemetry.rollups.budget_costs). That is the ledger sum exactly: cells
+keep the routed model and the parent key that model tiers and key budgets match on. One read
+per organization and window serves all of its budgets with that window. Retention keeps the
+ledger rows of current periods, so the figure is also what counters are seeded from; for a
+lifetime budget it also counts rows retention has deleted since (they stay in the rollups).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -31,7 +41,7 @@ from django.utils import timezone
 
 from governance import periods
 from governance.models import Budget
-from telemetry import ledger
+from telemetry import ledger, rollups
 from telemetry.models import BudgetPeriodRecord
 
 logger = logging.getLogger("gateway.periods")
@@ -51,16 +61,56 @@ def owner_id(budget: Budget) -> int:
     return int(owner or budget.organization_id)
 
 
-def budget_spend(budget: Budget, start: dt.datetime | None, end: dt.datetime | None) -> int:
-    """Ledger spend of a budget in [start, end): the same figure its counter is seeded from."""
-    return ledger.spend_micros(
-        scope=budget.scope,
-        owner_id=owner_id(budget),
-        start=start,
-        end=end,
-        model_patterns=tuple(budget.model_patterns),
-        provider_names=tuple(budget.provider_names),
-    )
+Window = tuple[dt.datetime | None, dt.datetime | None]
+
+
+class SpendReader:
+    """Budget spend in a window, from one rollup read per (organization, window) shared by every
+    budget of the organization over that window."""
+
+    def __init__(self) -> None:
+        self._costs: dict[tuple[int, Window], dict[rollups.BudgetCell, int]] = {}
+
+    def spend(self, budget: Budget, start: dt.datetime | None, end: dt.datetime | None) -> int:
+        """Spend of `budget` in [start, end): the ledger figure its counter is seeded from
+        (telemetry.ledger.spend_micros: routed model, sub-keys included)."""
+        read = (budget.organization_id, (start, end))
+        if read not in self._costs:
+            self._costs[read] = rollups.budget_costs(budget.organization_id, start, end)
+        matches = _matcher(budget)
+        return sum(cost for cell, cost in self._costs[read].items() if matches(cell))
+
+
+def _matcher(budget: Budget) -> Callable[[rollups.BudgetCell], bool]:
+    """Whether a (team, project, key, parent key, routed model, provider) cell counts for the
+    budget: the conditions of telemetry.ledger.spend_micros."""
+    owner = owner_id(budget)
+    scope = budget.scope
+    patterns = [re.compile(ledger.pattern_regex(p)) for p in budget.model_patterns]
+    providers = set(budget.provider_names)
+
+    def matches(cell: rollups.BudgetCell) -> bool:
+        team, project, key, parent, routed_model, provider = cell
+        if scope == "key" and owner not in (key, parent):
+            return False
+        if (scope == "team" and team != owner) or (scope == "project" and project != owner):
+            return False
+        if providers and provider not in providers:
+            return False
+        return not patterns or any(p.search(routed_model) for p in patterns)
+
+    return matches
+
+
+def budget_spend(
+    budget: Budget,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    reader: SpendReader | None = None,
+) -> int:
+    """Ledger spend of a budget in [start, end): the same figure its counter is seeded from.
+    Pass a `reader` to share reads between budgets."""
+    return (reader or SpendReader()).spend(budget, start, end)
 
 
 def current_window(budget: Budget, now: dt.datetime) -> periods.PeriodWindow:
@@ -78,10 +128,11 @@ def sync_budget_periods(
     """Bring every budget's period records up to date (or only those of `budget_ids`)."""
     now = now or timezone.now()
     result = PeriodSync()
+    reader = SpendReader()
     for budget in _budgets(budget_ids):
         result.budgets += 1
         try:
-            opened, closed = _sync_budget(budget, now)
+            opened, closed = _sync_budget(budget, now, reader)
         except Exception:
             # One budget's failure (e.g. a bad pattern) must not stop the others' history.
             logger.exception("could not update the period record of budget %s", budget.pk)
@@ -93,20 +144,20 @@ def sync_budget_periods(
     return result
 
 
-def _sync_budget(budget: Budget, now: dt.datetime) -> tuple[int, int]:
+def _sync_budget(budget: Budget, now: dt.datetime, reader: SpendReader) -> tuple[int, int]:
     window = current_window(budget, now)
-    opened = _update_current(budget, window, now)
+    opened = _update_current(budget, window, reader)
     closed = 0
     stale = BudgetPeriodRecord.objects.filter(budget_id=budget.pk, closed=False).exclude(
         period_label=window.label
     )
     for record in stale:
-        closed += _close(budget, record, now)
+        closed += _close(budget, record, now, reader)
     return opened, closed
 
 
-def _update_current(budget: Budget, window: periods.PeriodWindow, now: dt.datetime) -> int:
-    spent = budget_spend(budget, window.start, window.end)
+def _update_current(budget: Budget, window: periods.PeriodWindow, reader: SpendReader) -> int:
+    spent = reader.spend(budget, window.start, window.end)
     values = {
         "period_start": window.start,
         "period_end": window.end,
@@ -130,19 +181,21 @@ def _update_current(budget: Budget, window: periods.PeriodWindow, now: dt.dateti
     return 0
 
 
-def _close(budget: Budget, record: BudgetPeriodRecord, now: dt.datetime) -> int:
+def _close(
+    budget: Budget, record: BudgetPeriodRecord, now: dt.datetime, reader: SpendReader
+) -> int:
     end = record.period_end
     if end is not None and end <= now:
         if now < end + CLOSE_GRACE:
             # Over, but late events may still arrive: keep it open and up to date.
-            spent = budget_spend(budget, record.period_start, end)
+            spent = reader.spend(budget, record.period_start, end)
             BudgetPeriodRecord.objects.filter(pk=record.pk, closed=False).update(
                 spent_micros=spent, updated_at=timezone.now()
             )
             return 0
     else:
         end = now  # the budget's period changed: this period ends here
-    spent = budget_spend(budget, record.period_start, end)
+    spent = reader.spend(budget, record.period_start, end)
     return BudgetPeriodRecord.objects.filter(pk=record.pk, closed=False).update(
         spent_micros=spent, period_end=end, closed=True, updated_at=timezone.now()
     )

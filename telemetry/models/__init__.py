@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telemetry.models.alerts import AlertChannel, AlertEvent
 from telemetry.models.periods import BudgetPeriodRecord
-from telemetry.models.rollups import RollupCursor, SessionRollup, SpendRollup
+from telemetry.models.rollups import RollupCursor, SessionAgent, SessionRollup, SpendRollup
 from telemetry.models.usage import UsageRecord
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "AlertEvent",
     "BudgetPeriodRecord",
     "RollupCursor",
+    "SessionAgent",
     "SessionRollup",
     "SpendRollup",
     "UsageRecord",

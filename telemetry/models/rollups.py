@@ -9,6 +9,12 @@ class SpendRollup(models.Model):
 
     Missing dimensions are stored as 0 / "" rather than NULL so the unique constraint (and
     an upsert on it) works on every database.
+
+    `model` is the model that answered (what dashboards show); `routed_model` (the public model
+    the request was governed as) and `parent_key_id` are kept too so that budget spend, which
+    matches model tiers on the routed model and counts a key's sub-keys, can be read from cells
+    (telemetry.periods). Both follow from the other dimensions almost always, so they add
+    hardly any cells.
     """
 
     class Granularity(models.TextChoices):
@@ -23,6 +29,8 @@ class SpendRollup(models.Model):
     key_id = models.BigIntegerField(default=0)
     model = models.CharField(max_length=200, default="")
     provider = models.CharField(max_length=100, default="")
+    routed_model = models.CharField(max_length=200, default="")
+    parent_key_id = models.BigIntegerField(default=0)
     requests = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
@@ -32,29 +40,32 @@ class SpendRollup(models.Model):
     cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
+        # Every cell the rollup job adds is an insert into each index, so there are few: the
+        # unique cell (organization and time first, so it also serves every read of one
+        # organization's cells) and day cells by time (reads across organizations).
         constraints = [
             models.UniqueConstraint(
                 fields=[
                     "granularity",
-                    "bucket_start",
                     "organization_id",
+                    "bucket_start",
                     "team_id",
                     "project_id",
                     "key_id",
                     "model",
                     "provider",
+                    "routed_model",
+                    "parent_key_id",
                 ],
                 name="rollup_unique_cell",
             )
         ]
         indexes = [
             models.Index(
-                fields=["granularity", "organization_id", "bucket_start"], name="rollup_org_time"
+                fields=["bucket_start"],
+                condition=models.Q(granularity="day"),
+                name="rollup_day_time",
             ),
-            models.Index(
-                fields=["granularity", "team_id", "bucket_start"], name="rollup_team_time"
-            ),
-            models.Index(fields=["granularity", "key_id", "bucket_start"], name="rollup_key_time"),
         ]
 
     def __str__(self) -> str:
@@ -89,6 +100,27 @@ class SessionRollup(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.session_id} on {self.day}"
+
+
+class SessionAgent(models.Model):
+    """A subagent seen in a session's daily line: the distinct count in SessionRollup.agents is
+    kept additive by counting only agents that are not here yet, without re-reading the ledger
+    (which retention may have thinned)."""
+
+    day = models.DateField()
+    session_id = models.CharField(max_length=100)
+    key_id = models.BigIntegerField(default=0)
+    agent_id = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "session_id", "key_id", "agent_id"], name="session_agent_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"agent {self.agent_id} of session {self.session_id} on {self.day}"
 
 
 class RollupCursor(models.Model):

@@ -436,6 +436,22 @@ def test_spend_dashboard_shows_charts_totals_and_leaders(admin_client, world):
     assert "<title>" in html and "ml: $3.00" in html  # tooltips on bar segments
 
 
+def test_spend_dashboard_reads_the_hour_cells_once_for_all_charts(admin_client, world):
+    """In a zone other than UTC a month of local days is read as day cells plus the hours
+    around local midnights, once for the three charts (not once per chart)."""
+    Organization.objects.filter(pk=world.org.pk).update(timezone="America/New_York")
+    _spend_rows(world)
+    rollups.run_rollups(settle_seconds=0)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(SPEND, {"org": world.org.pk, "range": "30d"})
+    assert response.context["overall"].requests == 9
+    hour_reads = [
+        q["sql"] for q in queries if "telemetry_spendrollup" in q["sql"] and "'hour'" in q["sql"]
+    ]
+    # The charts, the top keys' partial days at the ends, the budgets' last 7 days.
+    assert len(hour_reads) <= 3
+
+
 def test_spend_dashboard_counts_rows_not_rolled_up_yet(admin_client, world):
     _spend_rows(world)
     rollups.run_rollups(settle_seconds=0)

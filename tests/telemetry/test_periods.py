@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import datetime as dt
 import threading
+from typing import Any
 
 import pytest
 from django.db import connection
 
 from governance.models import Budget
 from governance.services import common
-from telemetry import periods
-from telemetry.models import BudgetPeriodRecord
+from telemetry import ledger, periods, rollups
+from telemetry.models import BudgetPeriodRecord, UsageRecord
 from tests import factories
 from tests.telemetry.usage_events import at, event, is_postgres, write
 
@@ -194,3 +196,79 @@ def test_two_workers_at_once_write_one_record_per_period():
     assert BudgetPeriodRecord.objects.count() == 20
     for budget in budgets:
         assert records(budget) == {"2026-11": (50, budget.amount_micros, False)}
+
+
+def test_spend_equals_the_ledger_sum_with_rows_below_and_above_the_watermark():
+    """Records are read from rollups plus the ledger rows not rolled up yet, and the minutes at
+    the ends of a period that do not fill an hour (Kolkata is UTC+5:30): every kind of budget
+    gets exactly the ledger's figure, before and after the rollup runs."""
+    org = factories.organization(timezone="Asia/Kolkata")
+    team = factories.team(organization=org)
+    project = factories.project(organization=org)
+    key = factories.virtual_key(team=team, project=project)
+    sub_key = factories.virtual_key(parent=key)
+    other = factories.virtual_key(organization=org)
+    budgets = [
+        factories.budget(owner=org, amount_micros=1, period="month"),
+        factories.budget(owner=team, amount_micros=1, period="week"),
+        factories.budget(owner=project, amount_micros=1, period="month"),
+        factories.budget(owner=key, amount_micros=1, period="day"),
+        factories.budget(owner=key, amount_micros=1, period="lifetime"),
+        factories.budget(
+            owner=org, amount_micros=1, period="month", model_patterns=["claude-opus-*"]
+        ),
+        factories.budget(owner=team, amount_micros=1, period="month", provider_names=["bedrock"]),
+    ]
+    now = at("2026-11-18 12:00")  # 17:30 in Kolkata; the day began at 18:30 UTC yesterday
+
+    def rows(first: dt.datetime, count: int, step: dt.timedelta) -> list[dict[str, Any]]:
+        keys = (key, sub_key, other)
+        models = ("claude-opus-4-1", "claude-sonnet-4-6")
+        return [
+            event(
+                first + step * i,
+                key=keys[i % 3],
+                cost=1 + i * 7,
+                routed_model=models[i % 2],
+                served_model=models[i % 2] + "-20250805",  # served differs from routed
+                provider=("anthropic", "bedrock")[i % 5 == 0],
+            )
+            for i in range(count)
+        ]
+
+    month_start = at("2026-10-31 18:30")  # November in Kolkata
+    write(
+        *rows(month_start - dt.timedelta(minutes=45), 40, dt.timedelta(minutes=3)),
+        *rows(at("2026-11-17 18:00"), 60, dt.timedelta(minutes=1)),  # around the day start
+        *rows(at("2026-11-05 09:00"), 30, dt.timedelta(hours=9)),
+    )
+    rollups.run_rollups(settle_seconds=0)
+    write(
+        *rows(at("2026-11-17 18:10"), 50, dt.timedelta(minutes=1)),  # hours rolled up already
+        *rows(at("2026-11-18 10:00"), 20, dt.timedelta(minutes=5)),
+        *rows(month_start - dt.timedelta(minutes=10), 20, dt.timedelta(minutes=1)),  # late
+    )
+    assert UsageRecord.objects.filter(id__gt=rollups.cursor_position()).count() == 90
+
+    def expected(budget: Budget) -> int:
+        window = periods.current_window(budget, now)
+        return ledger.spend_micros(
+            scope=budget.scope,
+            owner_id=periods.owner_id(budget),
+            start=window.start,
+            end=window.end,
+            model_patterns=tuple(budget.model_patterns),
+            provider_names=tuple(budget.provider_names),
+        )
+
+    periods.sync_budget_periods(now=now)
+    figures = {b.pk: expected(b) for b in budgets}
+    assert len(set(figures.values())) == len(budgets)  # each budget counts something else
+    assert {b.pk: spent(b) for b in budgets} == figures
+    rollups.run_rollups(settle_seconds=0)
+    periods.sync_budget_periods(now=now)
+    assert {b.pk: spent(b) for b in budgets} == figures
+
+
+def spent(budget: Budget) -> int:
+    return BudgetPeriodRecord.objects.get(budget_id=budget.pk, closed=False).spent_micros

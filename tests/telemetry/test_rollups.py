@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import zoneinfo
 from collections import defaultdict
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from telemetry import rollups
@@ -225,6 +227,54 @@ def test_sessions_are_rolled_up_per_day_and_key_with_distinct_subagents(two_team
     assert SessionRollup.objects.count() == 2
 
 
+def test_subagents_stay_counted_once_after_retention_deleted_their_rows(two_teams):
+    """The distinct count is kept by remembering the agents counted, not by re-reading the
+    ledger, so rows deleted by retention (or arriving late) cannot lower or double it."""
+    _, alpha, _ = two_teams
+    write(
+        event(at("2026-11-02 09:00"), key=alpha, session_id="s1", agent_id="a1"),
+        event(at("2026-11-02 09:01"), key=alpha, session_id="s1", agent_id="a2"),
+    )
+    roll()
+    UsageRecord.objects.all().delete()
+    write(
+        event(at("2026-11-02 12:00"), key=alpha, session_id="s1", agent_id="a1"),
+        event(at("2026-11-02 12:01"), key=alpha, session_id="s1", agent_id="a3"),
+        event(at("2026-11-03 08:00"), key=alpha, session_id="s1", agent_id="a1"),  # a new day
+    )
+    roll(batch_rows=1)
+    agents = dict(SessionRollup.objects.values_list("day", "agents"))
+    assert agents == {dt.date(2026, 11, 2): 3, dt.date(2026, 11, 3): 1}
+    assert SessionRollup.objects.get(day=dt.date(2026, 11, 2)).requests == 4
+
+
+def test_a_gap_in_ids_wider_than_a_batch_is_crossed(two_teams):
+    _, alpha, _ = two_teams
+    write(*(event(at(f"2026-11-02 {h:02d}:00"), key=alpha, cost=h) for h in range(10)))
+    ids = list(UsageRecord.objects.order_by("id").values_list("id", flat=True))
+    UsageRecord.objects.filter(id__in=ids[1:8]).delete()
+    result = roll(batch_rows=2)
+    assert (result.rows, result.batches, result.cursor) == (3, 2, ids[-1])
+    assert stored_cells("hour") == expected_cells("hour")
+
+
+def test_cells_keep_the_routed_model_and_the_parent_key(two_teams):
+    _, alpha, _ = two_teams
+    sub = factories.virtual_key(parent=alpha)
+    write(
+        event(
+            at("2026-11-02 09:00"),
+            key=sub,
+            routed_model="claude-opus-4-1",
+            served_model="claude-opus-4-1-20250805",
+        ),
+    )
+    roll()
+    for cell in SpendRollup.objects.all():
+        assert (cell.model, cell.routed_model) == ("claude-opus-4-1-20250805", "claude-opus-4-1")
+        assert (cell.key_id, cell.parent_key_id) == (sub.pk, alpha.pk)
+
+
 def test_a_session_across_midnight_has_a_line_per_day(two_teams):
     _, alpha, _ = two_teams
     write(
@@ -343,6 +393,86 @@ def test_daily_series_in_the_organizations_time_zone(month_of_spend):
     local = {p.bucket.strftime("%Y-%m-%d %z"): p.cost_micros for p in points}
     # 00:30 UTC on the 1st is still October 31st in New York; local midnights keep their offset.
     assert local == {"2026-11-01 -0400": 2_000, "2026-11-02 -0500": 4_000}
+
+
+ZONES = ["UTC", "America/New_York", "Asia/Kolkata", "Asia/Tokyo", "Pacific/Kiritimati"]
+
+
+def local_series(zone: str, granularity: str, start: dt.datetime, end: dt.datetime, group: str):
+    """What spend_series should say, from the ledger row by row: each row counts in the local
+    day (or hour) of its UTC hour's start."""
+    expected: dict[tuple[dt.datetime, Any], int] = defaultdict(int)
+    for row in UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end):
+        hour = row.created_at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        local = hour.astimezone(zoneinfo.ZoneInfo(zone))
+        if granularity == "day":
+            local = local.replace(hour=0, minute=0)
+        expected[local, getattr(row, group)] += row.cost_micros
+    return dict(expected)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_series_in_any_zone_match_the_ledger_per_local_day_and_hour(two_teams, zone):
+    """Whole UTC days are read as day cells and the hours a zone's offset moves across midnight
+    as hour cells (added to their day, taken off the day cell's): the same figures as hour by
+    hour, across a change of daylight saving time (New York, 2026-11-01)."""
+    org, alpha, beta = two_teams
+    write(
+        *(
+            event(
+                at("2026-10-29 00:10") + dt.timedelta(minutes=97 * i),
+                key=(alpha, beta)[i % 2],
+                cost=1 + i,
+            )
+            for i in range(110)
+        )
+    )
+    roll()
+    write(
+        *(
+            event(at("2026-11-03 20:05") + dt.timedelta(hours=i), key=beta, cost=1_000)
+            for i in range(9)
+        )
+    )
+    start, end = at("2026-10-29 00:00"), at("2026-11-05 00:00")
+    for granularity in ("day", "hour"):
+        points = rollups.spend_series(
+            org.pk, start, end, group_by="team", granularity=granularity, tz=zone
+        )
+        assert by(points) == local_series(zone, granularity, start, end, "team_id")
+        assert all(p.requests > 0 for p in points)
+
+
+def test_the_repeated_hour_when_daylight_saving_time_ends_is_two_points(two_teams):
+    org, alpha, _ = two_teams
+    write(
+        event(at("2026-11-01 05:30"), key=alpha, cost=1),  # 01:30 EDT
+        event(at("2026-11-01 06:30"), key=alpha, cost=2),  # 01:30 EST
+    )
+    roll()
+    points = rollups.spend_series(
+        org.pk,
+        at("2026-11-01 04:00"),
+        at("2026-11-01 08:00"),
+        granularity="hour",
+        tz="America/New_York",
+    )
+    assert [(p.bucket.astimezone(dt.UTC), p.cost_micros) for p in points] == [
+        (at("2026-11-01 05:00"), 1),
+        (at("2026-11-01 06:00"), 2),
+    ]
+
+
+def test_one_read_of_the_cells_serves_every_group_by(month_of_spend):
+    org, *_ = month_of_spend
+    args = (org.pk, *NOV)
+    zone = "America/New_York"
+    with CaptureQueriesContext(connection) as queries:
+        breakdown = rollups.spend_breakdown(*args, group_bys=["team", "model", "project"], tz=zone)
+    cell_reads = [q for q in queries if "telemetry_spendrollup" in q["sql"]]
+    assert len(cell_reads) == 2  # day cells, and the hours around local midnights
+    for group_by in ("team", "model", "project"):
+        assert breakdown[group_by] == rollups.spend_series(*args, group_by=group_by, tz=zone)
 
 
 def test_totals_and_filters(month_of_spend):
