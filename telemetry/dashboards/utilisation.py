@@ -14,6 +14,7 @@ Forecasts use the last 7 days of hourly rollups, read for all budgets in one que
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -207,9 +208,11 @@ def with_forecasts(uses: Mapping[int, BudgetUse]) -> dict[int, BudgetUse]:
     end = now.replace(minute=0, second=0, microsecond=0)
     cells = _recent_cells({use.budget.organization_id for use in uses.values()}, end)
     sub_keys = _sub_keys({use.budget.virtual_key_id for use in uses.values()} - {None})
+    index = _index_cells(cells)
     result = {}
     for pk, use in uses.items():
-        recent = sum(cost for cell, cost in cells if _cell_matches(use.budget, cell, sub_keys))
+        candidates = _candidates(use.budget, index, sub_keys)
+        recent = sum(cost for cell, cost in candidates if _cell_matches(use.budget, cell, sub_keys))
         result[pk] = replace(use, recent_micros=recent, exhaustion_at=_exhaustion(use, recent))
     return result
 
@@ -245,6 +248,42 @@ def _recent_cells(organization_ids: Iterable[int], end: dt.datetime) -> list[tup
     ]
 
 
+CellIndex = dict[tuple[str, int, int], list[tuple[Cell, int]]]
+
+
+def _index_cells(cells: Iterable[tuple[Cell, int]]) -> CellIndex:
+    """Cells by (dimension, organization, owner id): a budget then scans only its owner's cells
+    instead of every cell of the week (a month dashboard with a hundred budgets spent a third of
+    its time there)."""
+    index: CellIndex = defaultdict(list)
+    for entry in cells:
+        org, team, project, key, _, _ = entry[0]
+        index[("org", org, 0)].append(entry)
+        index[("team", org, team)].append(entry)
+        index[("project", org, project)].append(entry)
+        index[("key", org, key)].append(entry)
+    return index
+
+
+def _candidates(
+    budget: Budget, index: CellIndex, sub_keys: Mapping[int, set[int]]
+) -> list[tuple[Cell, int]]:
+    org = budget.organization_id
+    if budget.virtual_key_id is not None:
+        family = sub_keys.get(budget.virtual_key_id, {budget.virtual_key_id})
+        return [entry for key in family for entry in index.get(("key", org, key), [])]
+    if budget.team_id is not None:
+        return index.get(("team", org, budget.team_id), [])
+    if budget.project_id is not None:
+        return index.get(("project", org, budget.project_id), [])
+    return index.get(("org", org, 0), [])
+
+
+@functools.lru_cache(maxsize=1024)
+def _model_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(ledger.pattern_regex(pattern))
+
+
 def _sub_keys(parent_ids: Iterable[int | None]) -> dict[int, set[int]]:
     """Each key budget covers its key's sub-keys too (as the ledger's parent_key_id does)."""
     family: dict[int, set[int]] = defaultdict(set)
@@ -270,7 +309,7 @@ def _cell_matches(budget: Budget, cell: Cell, sub_keys: Mapping[int, set[int]]) 
     if budget.provider_names and provider not in budget.provider_names:
         return False
     return not budget.model_patterns or any(
-        re.match(ledger.pattern_regex(pattern), model) for pattern in budget.model_patterns
+        _model_pattern(pattern).match(model) for pattern in budget.model_patterns
     )
 
 
