@@ -25,7 +25,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -41,6 +40,7 @@ from typing import Any
 
 import bodies
 import loadgen
+import machine as machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -350,17 +350,8 @@ async def warm_up(endpoints: Endpoints, cells: list[Cell], seconds: float) -> in
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
-        "cpu": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "loadavg_start": os.getloadavg(),
+        **machine_info.describe(),
         "uvicorn_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "uvicorn_http": "httptools" if importlib.util.find_spec("httptools") else "h11",
     }

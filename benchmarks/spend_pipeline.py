@@ -31,7 +31,6 @@ import inspect
 import itertools
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -46,6 +45,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import machine as machine_info
 
 if TYPE_CHECKING:
     import spend_pages
@@ -214,19 +215,7 @@ def migrate(env: dict[str, str]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "loadavg_start": os.getloadavg(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    return machine_info.describe()
 
 
 # --- ledger ----------------------------------------------------------------------------------
