@@ -33,7 +33,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-PROVIDER_SECRET = "sk-ant-api03-upstream-secret-value-0123456789"
+PROVIDER_SECRET = "test-provider-credential-0123456789"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -628,34 +628,34 @@ def test_provider_credentials_are_stored_encrypted_and_never_shown(admin_client)
             "region": "us-east-1",
             "enabled": "on",
             "settings": "{}",
-            "access_key_id": "AKIAEXAMPLEKEYID0001",
-            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "access_key_id": "TESTACCESSKEYID0001",
+            "secret_access_key": "test-secret-access-key/0123456789abcdef",
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]
     provider = Provider.objects.get(name="bedrock-us")
-    assert "wJalrXUtnFEMI" not in provider.credentials_encrypted
+    assert "test-secret-access-key" not in provider.credentials_encrypted
     assert crypto.decrypt_credentials(provider.credentials_encrypted) == {
-        "access_key_id": "AKIAEXAMPLEKEYID0001",
-        "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "access_key_id": "TESTACCESSKEYID0001",
+        "secret_access_key": "test-secret-access-key/0123456789abcdef",
     }
     url = admin_url(Provider, "change", provider.pk)
     html = admin_client.get(url).content.decode()
     assert "access_key_id, secret_access_key" in html  # which fields are set
-    for leaked in ("AKIAEXAMPLEKEYID0001", "wJalrXUtnFEMI", provider.credentials_encrypted):
+    for leaked in ("TESTACCESSKEYID0001", "test-secret-access-key", provider.credentials_encrypted):
         assert leaked not in html
     for event in events_for(provider):
-        assert "wJalrXUtnFEMI" not in str(event.before) + str(event.after) + event.note
+        assert "test-secret-access-key" not in str(event.before) + str(event.after) + event.note
         assert event.actor == "user:admin"
 
     # Blank fields keep the stored values; a filled one replaces just that field.
-    data = form_data(html, region="us-west-2", access_key_id="AKIAEXAMPLEKEYID0002")
+    data = form_data(html, region="us-west-2", access_key_id="TESTACCESSKEYID0002")
     assert admin_client.post(url, data).status_code == 302
     provider.refresh_from_db()
     assert provider.region == "us-west-2"
     assert providers_credentials(provider) == {
-        "access_key_id": "AKIAEXAMPLEKEYID0002",
-        "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "access_key_id": "TESTACCESSKEYID0002",
+        "secret_access_key": "test-secret-access-key/0123456789abcdef",
     }
 
 

@@ -380,7 +380,7 @@ def test_missing_env_variable_is_an_error_naming_it_and_its_line(tmp_path: Path)
 
 
 def test_secret_from_env_is_never_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UPSTREAM", "sk-ant-upstream-provider-secret-value")
+    monkeypatch.setenv("UPSTREAM", "test-upstream-provider-credential")
     monkeypatch.setenv("VK_BAD", "sk-ant-this-is-not-a-gateway-secret-000")
     ok = write(
         tmp_path,

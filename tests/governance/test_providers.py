@@ -15,8 +15,8 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-FIRST = "sk-ant-upstream-first-0123456789"
-SECOND = "sk-ant-upstream-second-9876543210"
+FIRST = "test-upstream-first-0123456789"
+SECOND = "test-upstream-second-9876543210"
 
 
 @pytest.fixture

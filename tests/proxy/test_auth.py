@@ -11,7 +11,7 @@ from proxy.runtime import AuthFailureGuard
 
 GW_A = "sk-gw-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 GW_B = "sk-gw-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-PROVIDER_KEY = "sk-ant-api03-stale-provider-key"
+PROVIDER_KEY = "test-stale-provider-credential"
 SESSION = "3e555f99-4b6f-47a6-a0fe-46e2b5f2c44a"
 
 # --- presented_secret ----------------------------------------------------------------------
