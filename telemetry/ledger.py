@@ -161,8 +161,6 @@ def spend_micros(
 
 
 def spend_micros_and_close(**kwargs: Any) -> int:
-    from django.db import connection
-
     try:
         return spend_micros(**kwargs)
     finally:

@@ -184,21 +184,17 @@ def span_attributes(
     return attributes
 
 
-def remote_parent(traceparent: str) -> SpanContext | None:
-    """The client's span from a traceparent already checked by proxy/attribution.py
-    ("00-<trace id>-<parent span id>-<flags>"); None if it does not parse after all."""
+def remote_parent(traceparent: str) -> SpanContext:
+    """The client's span from a traceparent proxy/attribution.py has already validated
+    ("00-<trace id>-<parent span id>-<flags>", lowercase hex, non-zero ids)."""
     from opentelemetry.trace import SpanContext, TraceFlags
 
-    if len(traceparent) != 55:
-        return None
-    try:
-        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
-        flags = int(traceparent[53:55], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    return SpanContext(
+        int(traceparent[3:35], 16),
+        int(traceparent[36:52], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(traceparent[53:55], 16)),
+    )
 
 
 def _parent_context(parent: SpanContext | None) -> Context | None:
