@@ -1,9 +1,4 @@
-"""The ASGI entry of the proxy routes.
-
-Proxy routes bypass Django's request cycle: no middleware, no request signals, no per-request
-thread hops (shared/PERFORMANCE.md measured those at 0.7-0.8 ms and up to 60 % of capacity).
-Everything else (admin, API, dashboards, health) goes to Django's ASGI handler untouched.
-"""
+"""The proxy routes as a bare ASGI app (gatewaysite/asgi.py sends /anthropic/* here)."""
 
 from __future__ import annotations
 
@@ -15,10 +10,8 @@ from django.conf import settings
 from proxy import handlers, runtime
 from proxy.asgi import ClientGone, Incoming, Receive, Scope, Send, incoming, read_body, send_bytes
 from proxy.errors import GatewayError
-from telemetry import scheduler
 
 logger = logging.getLogger("gateway.proxy")
-ASGIApp = Callable[..., Awaitable[None]]
 Handler = Callable[[runtime.Runtime, Incoming, Receive, Send], Awaitable[None]]
 PROXY_PREFIX = "/anthropic/"
 
@@ -27,6 +20,10 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/anthropic/v1/messages/count_tokens"): handlers.count_tokens,
     ("GET", "/anthropic/v1/models"): handlers.list_models,
 }
+
+
+def handles(path: str) -> bool:
+    return path.startswith(PROXY_PREFIX[:-1])
 
 
 def _route(method: str, path: str) -> Handler | None:
@@ -65,34 +62,3 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
         )
     except ClientGone:
         return
-
-
-def application(django_app: ASGIApp) -> ASGIApp:
-    """Route proxy paths to the proxy, everything else to Django; handle ASGI lifespan."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PROXY_PREFIX[:-1]):
-            await proxy_app(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        else:
-            await django_app(scope, receive, send)
-
-    return app
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            runtime.current()
-            scheduler.start()  # periodic jobs in process when there is no Celery broker
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            try:
-                await scheduler.stop()
-                await runtime.shutdown()  # flushes pending usage events to the ledger
-            except Exception:
-                logger.exception("error while shutting the proxy down")
-            await send({"type": "lifespan.shutdown.complete"})
-            return

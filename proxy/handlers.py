@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from governance.keyhash import SECRET_PREFIX, hash_secret
 from governance.policy import KeyPolicy, RouteTarget
-from governance.services.keys import SECRET_PREFIX, hash_secret
 from proxy import admission
 from proxy.asgi import Incoming, Receive, Send, send_json
 from proxy.attribution import attribute

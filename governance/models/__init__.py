@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from governance.models.audit import AuditChainHead, AuditEvent
+from governance.models.audit import AuditChainHead, AuditEvent, PolicyChange
 from governance.models.budgets import Budget
 from governance.models.keys import VirtualKey
 from governance.models.limits import ModelPolicy, RateLimit
@@ -22,6 +22,7 @@ __all__ = [
     "ModelPrice",
     "ModelRoute",
     "Organization",
+    "PolicyChange",
     "Project",
     "Provider",
     "RateLimit",

@@ -37,6 +37,9 @@ class AuditEvent(models.Model):
     note = models.TextField(blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # 1: SHA-256 over the content without the actor (events written before the keyed chain);
+    # 2: HMAC-SHA256 with GATEWAY_AUDIT_KEY over every column (governance/services/audit.py).
+    hash_version = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["-id"]
@@ -62,3 +65,26 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head at event {self.last_event_id}"
+
+
+class PolicyChange(models.Model):
+    """Outbox of policy-version bumps: written in the governance transaction, published to the
+    shared version (Redis or the version file) after commit, and retried until published, so a
+    revocation committed while Redis is down still reaches every gateway."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"],
+                name="policy_change_unpublished",
+                condition=models.Q(published_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "published" if self.published_at else "pending"
+        return f"policy change {self.pk} ({state})"

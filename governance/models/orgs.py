@@ -26,8 +26,27 @@ class Organization(TimestampedModel):
     admission_fail_mode = models.CharField(
         max_length=10, choices=AdmissionFailMode.choices, default=AdmissionFailMode.CLOSED
     )
+
+    class UnpricedModels(models.TextChoices):
+        REFUSE = "refuse", "Refuse before forwarding (403 naming the missing price)"
+        FALLBACK = "fallback", "Serve and price by a fallback model (ledger row marked estimated)"
+
     log_retention_days = models.PositiveIntegerField(
         default=90, help_text="Days the raw request log is kept; rollups are kept for good."
+    )
+    unpriced_models = models.CharField(
+        max_length=10,
+        choices=UnpricedModels.choices,
+        default=UnpricedModels.REFUSE,
+        help_text="What happens to a request for a routed model that has no price.",
+    )
+    unpriced_fallback_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text=(
+            "With 'fallback': price unpriced models as this model. Empty: the most expensive "
+            "priced model of the same family (e.g. claude-opus-*), else the most expensive of all."
+        ),
     )
 
     class Meta:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -14,10 +13,14 @@ from django.utils import timezone
 
 from governance import policy
 from governance.actors import Actor
+from governance.keyhash import SECRET_PREFIX, hash_secret
 from governance.models import AuditEvent, Organization, Project, Team, VirtualKey
 from governance.services import audit
 
-SECRET_PREFIX = "sk-gw-"  # noqa: S105 (a format marker, not a secret)
+# SECRET_PREFIX and hash_secret live in governance.keyhash (the hot path imports them there);
+# re-exported because the services are where control-plane code looks for them.
+__all__ = ["SECRET_PREFIX", "IssuedKey", "create_key", "hash_secret", "revoke_key", "rotate_key"]
+
 VISIBLE_PREFIX_LENGTH = 12
 MIN_IMPORTED_SECRET_LENGTH = 24
 
@@ -35,11 +38,6 @@ class IssuedKey:
 
 def generate_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str) -> str:
-    """SHA-256 is enough: secrets carry 256 random bits, so there is nothing to brute-force."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def visible_prefix(secret: str) -> str:

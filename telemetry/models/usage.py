@@ -27,12 +27,19 @@ class UsageRecord(models.Model):
     provider = models.CharField(max_length=100, blank=True)
     status = models.PositiveSmallIntegerField()
     error_type = models.CharField(max_length=60, blank=True)
+    error_message = models.CharField(
+        max_length=300, blank=True, help_text="What went wrong, for failed requests."
+    )
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0)
     cache_write_5m_tokens = models.BigIntegerField(default=0)
     cache_write_1h_tokens = models.BigIntegerField(default=0)
     cost_micros = models.BigIntegerField(default=0)
+    cost_estimated = models.BooleanField(
+        default=False,
+        help_text="Priced by the organization's fallback model: the served model had no price.",
+    )
     latency_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     stream = models.BooleanField(default=False)
