@@ -27,4 +27,7 @@ app.conf.beat_schedule = {
     "reconcile": _every(3600.0, "telemetry.tasks.reconcile_budgets"),
     "retention": _every(86400.0, "telemetry.tasks.enforce_retention"),
     "datadog": _every(60.0, "telemetry.tasks.push_datadog_metrics"),
+    "audit_anchor": _every(300.0, "telemetry.tasks.export_audit_anchor"),
+    "audit_verify": _every(3600.0, "telemetry.tasks.verify_audit_chain"),
+    "policy_outbox": _every(5.0, "telemetry.tasks.publish_policy_changes"),
 }

@@ -8,6 +8,7 @@ GATEWAY_ENCRYPTION_KEY.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,50 @@ if not DEBUG and SECRET_KEY in ("", DEV_SECRET_KEY):
 # not set it is derived from SECRET_KEY, which is fine for the embedded default; production
 # should set it so that SECRET_KEY can be rotated without losing stored credentials.
 GATEWAY_ENCRYPTION_KEY = env.str("GATEWAY_ENCRYPTION_KEY", default="")
+# HMAC key of the audit chain (governance/services/audit.py), at least 32 characters. Kept out of
+# the database so that whoever can write the database cannot re-hash edited events. When it is
+# not set it is derived from SECRET_KEY; production should set it, and keep it: events hashed
+# with another key no longer verify.
+GATEWAY_AUDIT_KEY = env.str("GATEWAY_AUDIT_KEY", default="")
+# Append-only file the audit chain's head is exported to on a schedule (also logged at INFO).
+GATEWAY_AUDIT_ANCHOR_FILE = env.str(
+    "GATEWAY_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / "var" / "audit-anchors.jsonl")
+)
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+
+def _loopback_only(hosts: list[str]) -> bool:
+    """Whether every allowed host name is this machine's own: then the admin is reachable over
+    loopback only, which is the plain-http embedded default (`make run`), not a deployment."""
+
+    def loopback(host: str) -> bool:
+        name = host.strip("[]").lower()
+        try:
+            return name == "localhost" or ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+    return bool(hosts) and all(map(loopback, hosts))
+
+
+# Served over HTTPS (usually TLS ends at a reverse proxy that sets X-Forwarded-Proto): cookies
+# are sent over HTTPS only and browsers are told to stay on HTTPS (HSTS). On by default when
+# DEBUG is off, except when the admin answers to loopback names only: `make run` serves plain
+# http on 127.0.0.1, where secure cookies would make the admin login impossible.
+GATEWAY_HTTPS = env.bool("GATEWAY_HTTPS", default=not DEBUG and not _loopback_only(ALLOWED_HOSTS))
+SESSION_COOKIE_SECURE = GATEWAY_HTTPS
+CSRF_COOKIE_SECURE = GATEWAY_HTTPS
+# HSTS is sent on HTTPS responses only; one year, and no preload unless asked for (preload
+# lists are hard to leave).
+SECURE_HSTS_SECONDS = (
+    env.int("GATEWAY_HSTS_SECONDS", default=365 * 24 * 3600) if GATEWAY_HTTPS else 0
+)
+SECURE_HSTS_PRELOAD = GATEWAY_HTTPS and env.bool("GATEWAY_HSTS_PRELOAD", default=False)
+# The TLS-terminating proxy in front says the original request was HTTPS. Only with
+# GATEWAY_HTTPS: a gateway answering plain http directly must not trust a client's header.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if GATEWAY_HTTPS else None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -88,13 +130,28 @@ def _database() -> dict[str, Any]:
         # Under ASGI persistent connections leak across event-loop threads; Django's own docs
         # recommend CONN_MAX_AGE=0 together with psycopg's connection pool.
         config["CONN_MAX_AGE"] = 0
+        options = config.setdefault("OPTIONS", {})
         if env.bool("DATABASE_POOL", default=True):
-            config.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 10}
+            options["pool"] = {"min_size": 1, "max_size": 10}
+        options.update(_postgresql_timeouts())
     elif config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets the admin read while the ledger writer writes.
         config.setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
         config["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     return config
+
+
+def _postgresql_timeouts() -> dict[str, Any]:
+    """A database that does not answer fails a request or a job in seconds instead of holding
+    it (and its pooled connection) forever. 0 turns either off."""
+    timeouts: dict[str, Any] = {}
+    connect = env.int("GATEWAY_DB_CONNECT_TIMEOUT", default=5)
+    if connect > 0:
+        timeouts["connect_timeout"] = connect
+    statement_ms = env.int("GATEWAY_DB_STATEMENT_TIMEOUT_MS", default=60_000)
+    if statement_ms > 0:
+        timeouts["options"] = f"-c statement_timeout={statement_ms}"
+    return timeouts
 
 
 DATABASES = {"default": _database()}
@@ -144,10 +201,18 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Claude gateway API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Claude gateway API",
+    "VERSION": "1",
+    # The schema maps the whole admin API: staff only, like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+}
 
 # How long a gateway process may serve a policy snapshot before re-checking the shared version.
 GATEWAY_POLICY_CHECK_SECONDS = env.float("GATEWAY_POLICY_CHECK_SECONDS", default=1.0)
+# Every cached key policy, routing table and price book is reloaded after this long even if
+# the version did not move: it bounds how long a revoked key stays live while Redis is down.
+GATEWAY_SNAPSHOT_MAX_AGE_SECONDS = env.float("GATEWAY_SNAPSHOT_MAX_AGE_SECONDS", default=60.0)
 # Without Redis, the policy version is a number in this file (shared by the processes of one
 # machine: the gateway, `apply_config`, the admin).
 # Without a Celery broker, the periodic jobs (rollups, alerts, periods, reconciliation,
@@ -176,10 +241,57 @@ GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default
 # Reserve the full max_tokens instead: budgets then never overshoot, at the price of refusing
 # earlier as a budget nears its end.
 GATEWAY_STRICT_BUDGETS = env.bool("GATEWAY_STRICT_BUDGETS", default=False)
+# A request's budget reservation and concurrency slot expire this long after admission unless
+# settled first: what a worker that dies mid-request leaks, at most. Keep it above the longest
+# request (streams included).
+GATEWAY_RESERVATION_TTL_SECONDS = env.int("GATEWAY_RESERVATION_TTL_SECONDS", default=3600)
 GATEWAY_AUTH_FAILURES_PER_MINUTE = env.int("GATEWAY_AUTH_FAILURES_PER_MINUTE", default=30)
+# One bad key (a revoked key left in a script) is throttled on its own past this many failures.
+GATEWAY_AUTH_FAILURES_PER_KEY_PER_MINUTE = env.int(
+    "GATEWAY_AUTH_FAILURES_PER_KEY_PER_MINUTE", default=10
+)
+# Request-body bytes one worker holds at once; past it new requests get 503 (memory bound).
+GATEWAY_MAX_INFLIGHT_BODY_BYTES = env.int(
+    "GATEWAY_MAX_INFLIGHT_BODY_BYTES", default=256 * 1024 * 1024
+)
 # Usage events the ledger could not take (database down) wait here and are replayed.
 GATEWAY_SPOOL_DIR = env.str("GATEWAY_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))
 GATEWAY_SPOOL_REPLAY_SECONDS = env.float("GATEWAY_SPOOL_REPLAY_SECONDS", default=5.0)
+# Usage events held in memory per worker while the ledger is slow; past this many, new events
+# go straight to the spool (proxy/usage.py), never dropped.
+GATEWAY_USAGE_QUEUE_MAX = env.int("GATEWAY_USAGE_QUEUE_MAX", default=20_000)
+# At SIGTERM the server stops accepting and gives requests in flight (Claude Code streams run
+# for minutes) this long to finish; then it cancels the rest, writes pending usage to the ledger
+# and exits. The servers take it from here or from the same variable: gatewaysite/workers.py,
+# docker/entrypoint.sh (gunicorn) and the Makefile (uvicorn). README "Deploying".
+GATEWAY_DRAIN_SECONDS = env.int("GATEWAY_DRAIN_SECONDS", default=600)
+
+
+def _trusted_proxies() -> list[str]:
+    """Addresses or networks (comma-separated) whose X-Forwarded-For is believed; empty: none.
+
+    Checked as strictly as gunicorn checks the same list (--forwarded-allow-ips), so a value
+    that starts the gateway also starts its server.
+    """
+    entries = [entry.strip() for entry in env.str("GATEWAY_TRUSTED_PROXIES", default="").split(",")]
+    for entry in filter(None, entries):
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"GATEWAY_TRUSTED_PROXIES: {error}") from None
+    return [entry for entry in entries if entry]
+
+
+# The load balancers or reverse proxies in front of the gateway: only a request from one of
+# them has its client address taken from X-Forwarded-For (the proxy, uvicorn and gunicorn
+# all use this list). Empty, the default: forwarded headers are ignored, the peer is the client.
+GATEWAY_TRUSTED_PROXIES = _trusted_proxies()
+
+# --- outbound requests (governance/outbound.py) --------------------------------------------
+# Provider base URLs and alert webhooks may not point at loopback, private, link-local (cloud
+# metadata) or other non-public addresses; these networks (comma-separated CIDRs, e.g.
+# 10.20.0.0/16 for a self-hosted model server) are allowed anyway.
+GATEWAY_OUTBOUND_ALLOWED_NETWORKS = env.list("GATEWAY_OUTBOUND_ALLOWED_NETWORKS", default=[])
 
 # --- email (budget alerts) ----------------------------------------------------------------
 # EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints each mail

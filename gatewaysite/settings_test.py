@@ -14,6 +14,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 (BASE_DIR / "var").mkdir(exist_ok=True)
 # End-to-end tests start gateways; their background jobs would race the tests' own data.
 GATEWAY_IN_PROCESS_JOBS = False
+# The fake upstreams and webhook receivers listen on loopback; tests of the outbound guard
+# override this with an empty list.
+GATEWAY_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
 # Per test process, like the test database below.
 GATEWAY_POLICY_VERSION_FILE = str(BASE_DIR / "var" / f"policy-version-{os.getpid()}")
 

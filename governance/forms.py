@@ -324,6 +324,21 @@ class ProviderForm(ModelForm[Provider]):
         assert isinstance(forget, forms.MultipleChoiceField)
         forget.choices = [(name, name) for name in stored]
 
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        # self.instance is still the stored provider here: the form's values reach it later.
+        if self.instance.pk is not None and "base_url" in self.cleaned_data:
+            try:
+                providers.check_base_url_change(
+                    self.instance,
+                    base_url=self.cleaned_data["base_url"],
+                    entered=self.credential_updates(),
+                    forgotten=self.credentials_to_forget(),
+                )
+            except ValidationError as exc:
+                self.add_error(None, exc)
+        return cleaned
+
     def credential_updates(self) -> dict[str, str]:
         return {
             name: self.cleaned_data[name]

@@ -7,7 +7,9 @@ model-tier budgets), the rate limits of key, parent key and team, and the model 
 Snapshots are cached per process and invalidated by a shared version number: every governance
 write bumps it on commit, and each process re-reads it at most every
 GATEWAY_POLICY_CHECK_SECONDS (default 1 s), so an admin change reaches every process within
-about a second.
+about a second. A bump that fails (Redis down) is retried from an outbox (governance/outbox.py),
+and every snapshot is reloaded after GATEWAY_SNAPSHOT_MAX_AGE_SECONDS (proxy/snapshots.py)
+whatever the version says.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,9 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection
 
+from governance.modelnames import names_of
 from governance.pricing import PriceBook
 
 T = TypeVar("T")
@@ -52,9 +54,17 @@ class BudgetRule:
     alert_thresholds: tuple[int, ...] = (50, 80, 100)
 
     def applies_to(self, *, model: str, provider: str = "") -> bool:
-        if self.model_patterns and not matches_any(model, self.model_patterns):
+        """`model` is the governed model (the canonical id of what the deployment serves)."""
+        if self.model_patterns and not any(
+            matches_any(name, self.model_patterns) for name in names_of(model)
+        ):
             return False
         return not self.provider_names or provider in self.provider_names
+
+    @property
+    def follows_target(self) -> bool:
+        """Whether this budget may apply to one deployment of a route and not another."""
+        return bool(self.model_patterns or self.provider_names)
 
     @property
     def label(self) -> str:
@@ -82,10 +92,15 @@ class ModelRule:
     overrides: tuple[tuple[str, str], ...] = ()
 
     def refusal(self, model: str) -> str:
-        """Why this rule refuses `model`, or "" if it allows it."""
-        if matches_any(model, self.denied):
+        """Why this rule refuses `model`, or "" if it allows it.
+
+        Both the name as written and its canonical id are matched: a deny rule catches every
+        alias of a denied model, and an allow rule accepts a model under any of its names.
+        """
+        names = names_of(model)
+        if any(matches_any(name, self.denied) for name in names):
             return f'model "{model}" is denied by the {self.scope} "{self.owner_name}" policy'
-        if self.allowed and not matches_any(model, self.allowed):
+        if self.allowed and not any(matches_any(name, self.allowed) for name in names):
             return (
                 f'model "{model}" is not in the allowed list of the {self.scope} '
                 f'"{self.owner_name}" policy ({", ".join(self.allowed)})'
@@ -120,6 +135,9 @@ class KeyPolicy:
     project_name: str = ""
     expires_at: dt.datetime | None = None
     log_content: bool = False
+    # The organization's choice for a routed model without a price: "refuse" or "fallback".
+    unpriced_models: str = "refuse"
+    unpriced_fallback_model: str = ""
     budgets: tuple[BudgetRule, ...] = ()
     rate_limits: tuple[RateLimitRule, ...] = ()
     model_rules: tuple[ModelRule, ...] = ()  # most specific first: key, parent key, team
@@ -130,19 +148,28 @@ class KeyPolicy:
     def decide_model(self, requested: str) -> ModelDecision:
         """Apply the most specific matching tier override, then every rule must allow it."""
         model = requested
+        names = names_of(requested)
         for rule in self.model_rules:
-            target = next((t for p, t in rule.overrides if fnmatch.fnmatchcase(requested, p)), "")
+            target = next(
+                (t for p, t in rule.overrides if any(fnmatch.fnmatchcase(n, p) for n in names)),
+                "",
+            )
             if target:
                 model = target
                 break
+        refusal = self.refusal(model)
+        return ModelDecision(model=model, refusal=refusal)
+
+    def refusal(self, model: str) -> str:
+        """The first refusal of `model` by the rules (most specific first), or ""."""
         for rule in self.model_rules:
             refusal = rule.refusal(model)
             if refusal:
-                return ModelDecision(model=model, refusal=refusal)
-        return ModelDecision(model=model)
+                return refusal
+        return ""
 
     def allows_model(self, model: str) -> bool:
-        return all(not rule.refusal(model) for rule in self.model_rules)
+        return not self.refusal(model)
 
     def budgets_for(self, *, model: str, provider: str = "") -> tuple[BudgetRule, ...]:
         return tuple(b for b in self.budgets if b.applies_to(model=model, provider=provider))
@@ -254,6 +281,15 @@ def _version_file() -> Path | None:
     return None if settings.REDIS_URL else Path(settings.GATEWAY_POLICY_VERSION_FILE)
 
 
+def _fresh_version() -> int:
+    """Where a lost version starts again: the wall clock in milliseconds.
+
+    A Redis restarted empty (or a deleted version file) would otherwise count up from 1 again
+    and could land on the very number a gateway last saw, which would then miss the change.
+    """
+    return time.time_ns() // 1_000_000
+
+
 def current_version() -> int:
     path = _version_file()
     if path is None:
@@ -265,84 +301,36 @@ def current_version() -> int:
 
 
 def invalidate_all() -> int:
-    """Bump the shared version and forget this process's snapshots. Returns the new version."""
+    """Bump the shared version (raises if it cannot be written). Returns the new version.
+
+    Governance writes go through `invalidate_on_commit`, which retries a failed bump.
+    """
     path = _version_file()
     if path is not None:
         # Two processes racing may both write N + 1: either way every reader sees a new
         # version and reloads everything, which is all the number is for.
-        version = current_version() + 1
+        version = (current_version() or _fresh_version()) + 1
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         temporary.write_text(str(version))
         os.replace(temporary, path)
-    else:
-        cache.add(VERSION_CACHE_KEY, 0, timeout=None)
-        try:
-            version = int(cache.incr(VERSION_CACHE_KEY))
-        except ValueError:  # evicted between add and incr
-            cache.set(VERSION_CACHE_KEY, 1, timeout=None)
-            version = 1
-    local_cache.clear()
-    return version
+        return version
+    cache.add(VERSION_CACHE_KEY, _fresh_version(), timeout=None)
+    try:
+        return int(cache.incr(VERSION_CACHE_KEY))
+    except ValueError:  # evicted between add and incr
+        version = _fresh_version() + 1
+        cache.set(VERSION_CACHE_KEY, version, timeout=None)
+        return version
 
 
 def invalidate_on_commit() -> None:
-    # Invalidating before commit could let a gateway re-cache the old rows.
-    transaction.on_commit(invalidate_all)
+    """Every governance write calls this inside its transaction.
 
+    It records the change in the outbox with the write and bumps the shared version after
+    commit (bumping before could let a gateway re-cache the old rows); a bump that fails then
+    is retried by the `policy_outbox` job (governance/outbox.py).
+    """
+    from governance import outbox  # the ORM side lives apart so proxy/ never imports it
 
-class PolicyCache:
-    """Per-process snapshot cache keyed by the secret's lookup hash (misses are cached too)."""
-
-    def __init__(
-        self,
-        loader: Callable[[str], KeyPolicy | None] = load_policy,
-        version_reader: Callable[[], int] = current_version,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._loader = loader
-        self._version_reader = version_reader
-        self._clock = clock
-        self._entries: dict[str, KeyPolicy | None] = {}
-        self._version: int | None = None
-        self._checked_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._version = None
-            self._checked_at = float("-inf")
-
-    def cached(self, lookup_hash: str) -> KeyPolicy | None:
-        """The cached snapshot without loading (None when absent)."""
-        return self._entries.get(lookup_hash)
-
-    def is_cached(self, lookup_hash: str) -> bool:
-        return lookup_hash in self._entries
-
-    def refresh_version(self) -> None:
-        """Drop every snapshot if the shared version moved; checked at most once per interval."""
-        now = self._clock()
-        if now - self._checked_at < settings.GATEWAY_POLICY_CHECK_SECONDS:
-            return
-        version = self._version_reader()
-        with self._lock:
-            self._checked_at = now
-            if version != self._version:
-                self._entries.clear()
-                self._version = version
-
-    def get(self, lookup_hash: str) -> KeyPolicy | None:
-        self.refresh_version()
-        if lookup_hash in self._entries:
-            return self._entries[lookup_hash]
-        policy = self._loader(lookup_hash)
-        with self._lock:
-            if len(self._entries) >= MAX_CACHED_ENTRIES:
-                self._entries.clear()  # bounded memory under a flood of unknown keys
-            self._entries[lookup_hash] = policy
-        return policy
-
-
-local_cache = PolicyCache()
+    outbox.record_change()

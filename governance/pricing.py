@@ -130,6 +130,43 @@ class PriceBook:
         price = self.price_for(model, at)
         return None if price is None else price.cost_micros(usage)
 
+    def fallback_price(self, model: str, at: dt.datetime, fallback_model: str = "") -> Price | None:
+        """The price an unpriced `model` is charged at when its organization chose "fallback":
+        `fallback_model`'s price when given and priced, else the most expensive price in force
+        of the model's family ("claude-opus" for "claude-opus-9"), else the most expensive of
+        all. Erring high: an estimated cost must not let spend slip under a budget."""
+        if fallback_model:
+            price = self.price_for(fallback_model, at)
+            if price is not None:
+                return price
+        in_force = self._in_force(at)
+        family = _family(normalize_model_id(model))
+        kin = [p for p in in_force if family and _family(p.model_pattern) == family]
+        return max(kin or in_force, key=_expense, default=None)
+
+    def _in_force(self, at: dt.datetime) -> list[Price]:
+        """The newest version in force at `at` of every pattern."""
+        newest: dict[str, Price] = {}
+        for price in self._prices:  # newest version first within a pattern
+            if price.effective_from <= at and price.model_pattern not in newest:
+                newest[price.model_pattern] = price
+        return list(newest.values())
+
+
+_FAMILY = re.compile(r"^[a-z]+(?:-[a-z]+)*")
+
+
+def _family(model: str) -> str:
+    """The name up to the first version number: "claude-opus" for "claude-opus-4-6*"."""
+    match = _FAMILY.match(model)
+    family = match.group(0).rstrip("-") if match else ""
+    # A bare vendor name ("claude" of "claude-3-7-sonnet", "gpt") spans every tier: no family.
+    return family if "-" in family else ""
+
+
+def _expense(price: Price) -> tuple[int, int]:
+    return price.standard.output, price.standard.input
+
 
 def _specificity(pattern: str) -> int:
     wildcard = any(char in pattern for char in "*?[")

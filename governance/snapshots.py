@@ -50,6 +50,8 @@ def build_key_policy(lookup_hash: str) -> KeyPolicy | None:
         project_name=project.name if project else "",
         expires_at=min((e for e in expiries if e is not None), default=None),
         log_content=key.log_content,
+        unpriced_models=org.unpriced_models,
+        unpriced_fallback_model=org.unpriced_fallback_model,
         budgets=_budget_rules(key, key_ids, team, project, org),
         rate_limits=_rate_limit_rules(key, key_ids, team),
         model_rules=_model_rules(key, key_ids, team),

@@ -20,6 +20,8 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from governance import periods
 from governance.money import format_usd
 from governance.policy import BudgetRule, KeyPolicy, RateLimitRule
@@ -103,9 +105,11 @@ def _window(period: str, tz_name: str, now: dt.datetime) -> periods.PeriodWindow
     return window
 
 
-def build_plan(
+def budget_charges(
     *, policy: KeyPolicy, model: str, provider: str, est: Estimate, now: dt.datetime
-) -> Plan:
+) -> tuple[tuple[PlannedBudget, ...], tuple[BudgetCharge, ...]]:
+    """The budgets a request for `model` (the governed model) served by `provider` is held
+    to, and what each reserves."""
     budgets: list[PlannedBudget] = []
     charges: list[BudgetCharge] = []
     for rule in policy.budgets_for(model=model, provider=provider):
@@ -123,6 +127,19 @@ def build_plan(
                 enforce=rule.on_exhaust != "alert",
             )
         )
+    return tuple(budgets), tuple(charges)
+
+
+ALL_RATE_KINDS = frozenset(RateKind)
+
+
+def rate_charges(
+    *,
+    policy: KeyPolicy,
+    est: Estimate,
+    now: dt.datetime,
+    kinds: frozenset[RateKind] = ALL_RATE_KINDS,
+) -> tuple[tuple[tuple[RateLimitRule, RateKind], ...], tuple[RateCharge, ...]]:
     epoch = now.timestamp()
     minute = int(epoch // 60)
     window_left = 60 - int(epoch % 60) + 1
@@ -130,7 +147,7 @@ def build_plan(
     rate_rules: list[tuple[RateLimitRule, RateKind]] = []
     for limit in policy.rate_limits:
         base = f"r:{limit.scope}:{limit.owner_id}"
-        if limit.requests_per_minute:
+        if limit.requests_per_minute and RateKind.REQUESTS in kinds:
             rates.append(
                 RateCharge(
                     f"{base}:rpm:{minute}",
@@ -141,7 +158,7 @@ def build_plan(
                 )
             )
             rate_rules.append((limit, RateKind.REQUESTS))
-        if limit.tokens_per_minute:
+        if limit.tokens_per_minute and RateKind.TOKENS in kinds:
             rates.append(
                 RateCharge(
                     f"{base}:tpm:{minute}",
@@ -152,7 +169,7 @@ def build_plan(
                 )
             )
             rate_rules.append((limit, RateKind.TOKENS))
-        if limit.concurrent:
+        if limit.concurrent and RateKind.CONCURRENT in kinds:
             rates.append(
                 RateCharge(
                     f"{base}:conc",
@@ -163,7 +180,33 @@ def build_plan(
                 )
             )
             rate_rules.append((limit, RateKind.CONCURRENT))
-    return Plan(AdmissionPlan(tuple(charges), tuple(rates)), tuple(budgets), tuple(rate_rules))
+    return tuple(rate_rules), tuple(rates)
+
+
+def build_plan(
+    *,
+    policy: KeyPolicy,
+    model: str,
+    provider: str,
+    est: Estimate,
+    now: dt.datetime,
+    reservation_id: str = "",
+    budgets: bool = True,
+    rate_kinds: frozenset[RateKind] = ALL_RATE_KINDS,
+) -> Plan:
+    planned, charges = (
+        budget_charges(policy=policy, model=model, provider=provider, est=est, now=now)
+        if budgets
+        else ((), ())
+    )
+    rate_rules, rates = rate_charges(policy=policy, est=est, now=now, kinds=rate_kinds)
+    counters = AdmissionPlan(
+        charges,
+        rates,
+        reservation_id=reservation_id,
+        reservation_ttl_seconds=settings.GATEWAY_RESERVATION_TTL_SECONDS,
+    )
+    return Plan(counters, planned, rate_rules)
 
 
 async def admit(*, store: CounterStore, plan: Plan, seed: SeedFunction) -> AdmissionResult:
@@ -175,7 +218,12 @@ async def admit(*, store: CounterStore, plan: Plan, seed: SeedFunction) -> Admis
         for index in result.missing:
             planned = plan.budgets[index]
             charge = plan.counters.budgets[index]
-            spent = await seed(planned.rule, planned.window)
+            try:
+                spent = await seed(planned.rule, planned.window)
+            except Exception as exc:
+                # The ledger (database) is unreachable: the counter cannot be seeded, which is
+                # the same situation for admission as an unreachable counter store.
+                raise CounterStoreUnavailable(f"seeding from the ledger failed: {exc!r}") from exc
             await store.seed_budget(charge.key, spent, charge.ttl_seconds)
     raise CounterStoreUnavailable("budget counters could not be seeded")
 

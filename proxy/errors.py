@@ -29,12 +29,17 @@ class GatewayError(Exception):
         error_type: str,
         message: str,
         headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        recorded: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
         self.message = message
         self.headers = headers or []
+        # False for the few refusals that must stay cheap under a flood (throttled
+        # authentication failures): they get no ledger row, only metrics.
+        self.recorded = recorded
 
     def anthropic_body(self, request_id: str) -> bytes:
         return anthropic_error_body(self.error_type, self.message, request_id)

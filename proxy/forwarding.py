@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,6 +24,11 @@ from proxy.providers.base import Provider, UpstreamCall
 from proxy.upstream import UpstreamResponse
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+# What a failed read of an upstream answer raises (payload errors, read timeouts, resets).
+READ_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+# Called before each failover attempt: None to go ahead, or the refusal that skips this
+# deployment (raised if it was the last one).
+BeforeAttempt = Callable[[RouteTarget], Awaitable[GatewayError | None]]
 
 
 @dataclass(slots=True)
@@ -33,7 +38,9 @@ class Outcome:
     tally: UsageTally = field(default_factory=UsageTally)
     status: int = 0
     error_type: str = ""
+    error_message: str = ""
     provider: str = ""
+    target: RouteTarget | None = None  # the deployment tried last (the one that answered)
     upstream_model: str = ""
     attempts: int = 0
     upstream_request_id: str = ""
@@ -57,6 +64,10 @@ def _client_error(
     status: int, body: bytes, provider: str, request_id: str
 ) -> tuple[int, bytes, str]:
     """An upstream error as the client should see it (Anthropic shape)."""
+    if 300 <= status < 400 or status < 200:
+        # Redirects are never followed (the gateway's credentials would go along).
+        message = f'The upstream provider "{provider}" answered HTTP {status} (not followed).'
+        return 502, anthropic_error_body("api_error", message, request_id), "api_error"
     if status in (401, 403):
         # The provider refused the gateway's credential: not the developer's key problem.
         message = f'The upstream provider "{provider}" rejected the gateway\'s credentials.'
@@ -78,38 +89,47 @@ async def _send_upstream(
 ) -> UpstreamResponse | None:
     outcome.attempts += 1
     outcome.provider = target.provider.name
+    outcome.target = target
     outcome.upstream_model = target.upstream_model
     try:
         return await provider.send(target=target, call=call)
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         outcome.error_type = "api_error"
+        outcome.error_message = f"could not reach {target.provider.name}: {type(exc).__name__}"
         return None
 
 
 async def forward(
     *,
     providers: dict[str, Provider],
-    targets: Sequence[RouteTarget],
+    order: Sequence[RouteTarget],
     call: UpstreamCall,
     send: Send,
     request_id: str,
     extra_headers: list[tuple[bytes, bytes]],
     outcome: Outcome,
+    before_attempt: BeforeAttempt | None = None,
 ) -> None:
-    order = failover_order(targets)
+    """Try `order` (already in failover order) until one deployment answers for good."""
     for attempt, target in enumerate(order, start=1):
+        last = attempt == len(order)
         provider = providers.get(target.provider.kind)
         if provider is None:
             outcome.provider = target.provider.name
-            if attempt < len(order):
+            if last:
+                raise GatewayError(
+                    502,
+                    "api_error",
+                    f'Provider kind "{target.provider.kind}" is not available in this gateway.',
+                )
+            continue
+        if before_attempt is not None and attempt > 1:
+            refusal = await before_attempt(target)
+            if refusal is not None:
+                if last:
+                    raise refusal
                 continue
-            raise GatewayError(
-                502,
-                "api_error",
-                f'Provider kind "{target.provider.kind}" is not available in this gateway build.',
-            )
         response = await _send_upstream(provider, target, call, outcome)
-        last = attempt == len(order)
         if response is None:
             if last:
                 raise GatewayError(
@@ -153,8 +173,21 @@ async def relay(
                 response, send=send, headers=headers, outcome=outcome, request_id=request_id
             )
             return
-        body = await response.read()
         status = response.status
+        try:
+            body = await response.read()
+        except READ_ERRORS as exc:
+            # The status line arrived, the body did not: nothing has reached the client yet,
+            # so it gets a proper error instead of a half answer.
+            outcome.error_message = (
+                f"reading the upstream answer failed after HTTP {status}: {type(exc).__name__}"
+            )
+            raise GatewayError(
+                502,
+                "api_error",
+                f'The upstream provider "{outcome.provider}" answered HTTP {status} but its '
+                "response could not be read to the end.",
+            ) from exc
         if status == 200:
             outcome.tally.feed_json(body)
         else:
@@ -206,9 +239,10 @@ async def _relay_stream(
                 outcome.first_byte_at = time.perf_counter()
             tally.feed_sse(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except READ_ERRORS as exc:
         # The upstream dropped mid-stream: tell the client in the stream's own language.
         tally.error_type = tally.error_type or "api_error"
+        outcome.error_message = f"upstream stream interrupted: {type(exc).__name__}"
         message = f'The upstream provider "{outcome.provider}" stream was interrupted.'
         frame = (
             b"event: error\ndata: "

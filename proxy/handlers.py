@@ -1,4 +1,11 @@
-"""The Anthropic-compatible routes: /anthropic/v1/messages, count_tokens and models."""
+"""The Anthropic-compatible routes: /anthropic/v1/messages, count_tokens and models.
+
+Every answer carries the request id made on arrival (`x-gateway-request-id` and the error
+body), and every request to a governed route that is refused or reaches an upstream leaves one
+ledger row under that id: the id a developer quotes finds the row. Successful count_tokens
+calls and model listings cost nothing and leave no row; throttled authentication failures
+leave none either, so a flood of bad keys cannot fill the ledger.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,41 @@ import datetime as dt
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from django.conf import settings
 
 from governance.keyhash import SECRET_PREFIX, hash_secret
+from governance.modelnames import canonical_model
 from governance.policy import KeyPolicy, RouteTarget
+from governance.pricing import Price, PriceBook, Usage
 from proxy import admission
-from proxy.asgi import Incoming, Receive, Send, send_json
+from proxy.asgi import ClientGone, Incoming, Receive, Send, read_body, send_json
 from proxy.attribution import attribute
-from proxy.counters.base import AdmissionPlan, CounterStoreUnavailable, Outcome
+from proxy.counters.base import (
+    AdmissionPlan,
+    BudgetCharge,
+    CounterStoreUnavailable,
+    Outcome,
+    RateKind,
+)
 from proxy.errors import GatewayError
 from proxy.forwarding import Outcome as RelayOutcome
-from proxy.forwarding import forward, run_until_disconnect
-from proxy.providers.base import DROPPED_REQUEST_HEADERS, UpstreamCall
+from proxy.forwarding import failover_order, forward, run_until_disconnect
+from proxy.providers.base import (
+    DROPPED_REQUEST_HEADERS,
+    DROPPED_REQUEST_PREFIXES,
+    UpstreamCall,
+)
 from proxy.runtime import Runtime
 from telemetry import observe
 
 logger = logging.getLogger("gateway.proxy")
 MAX_DOWNGRADES = 2
+MAX_MODEL_NAME_LENGTH = 200
+COUNT_TOKENS_RATE_KINDS = frozenset({RateKind.REQUESTS, RateKind.CONCURRENT})
 
 
 def new_request_id() -> str:
@@ -58,6 +79,7 @@ def presented_secret(headers: dict[str, str]) -> str:
 
 
 async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
+    """The key's policy, from the headers alone: nothing of the body is read before this."""
     secret = presented_secret(request.headers)
     if not secret:
         raise GatewayError(
@@ -68,19 +90,33 @@ async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
     lookup_hash = hash_secret(secret)
     guard = runtime.auth_guard
     address = request.client_address
-    if guard.blocked(address) and runtime.snapshots.cached_key(lookup_hash) is None:
+    if runtime.snapshots.cached_key(lookup_hash) is None and guard.blocked(address, lookup_hash):
         raise GatewayError(
             429,
             "rate_limit_error",
-            "Too many failed authentications from this address; retry in a minute.",
+            "Too many failed authentications from this address or with this key; "
+            "retry in a minute.",
             headers=[(b"retry-after", b"60")],
+            recorded=False,
         )
-    policy = await runtime.snapshots.key_policy(lookup_hash)
+    try:
+        policy = await runtime.snapshots.key_policy(lookup_hash)
+    except Exception as exc:
+        # A key not yet cached needs the database; while it is unreachable the gateway cannot
+        # tell a good key from a revoked one, so it refuses (Claude Code retries a 503).
+        logger.warning("could not load a key's policy: %s", type(exc).__name__)
+        raise GatewayError(
+            503,
+            "api_error",
+            "The gateway cannot check this key right now (its database is unreachable). "
+            "Retry shortly.",
+            headers=[(b"retry-after", b"5")],
+        ) from exc
     if policy is None:
-        guard.record_failure(address)
+        guard.record_failure(address, lookup_hash)
         raise GatewayError(401, "authentication_error", "Invalid virtual key (unknown or revoked).")
     if policy.is_expired(dt.datetime.now(dt.UTC)):
-        guard.record_failure(address)
+        guard.record_failure(address, lookup_hash)
         raise GatewayError(
             401, "authentication_error", f'Virtual key "{policy.key_name}" has expired.'
         )
@@ -96,8 +132,15 @@ def parse_messages_body(body: bytes, *, need_max_tokens: bool) -> dict[str, Any]
         ) from exc
     if not isinstance(parsed, dict):
         raise GatewayError(400, "invalid_request_error", "Request body must be a JSON object.")
-    if not isinstance(parsed.get("model"), str) or not parsed["model"]:
+    model = parsed.get("model")
+    if not isinstance(model, str) or not model:
         raise GatewayError(400, "invalid_request_error", "model: Field required (a model name).")
+    if len(model) > MAX_MODEL_NAME_LENGTH or not model.isprintable():
+        raise GatewayError(
+            400,
+            "invalid_request_error",
+            f"model: must be a name of at most {MAX_MODEL_NAME_LENGTH} printable characters.",
+        )
     if not isinstance(parsed.get("messages"), list):
         raise GatewayError(400, "invalid_request_error", "messages: Field required (a list).")
     max_tokens = parsed.get("max_tokens")
@@ -111,7 +154,20 @@ def parse_messages_body(body: bytes, *, need_max_tokens: bool) -> dict[str, Any]
 
 
 def forwardable_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k not in DROPPED_REQUEST_HEADERS}
+    return {
+        k: v
+        for k, v in headers.items()
+        if k not in DROPPED_REQUEST_HEADERS and not k.startswith(DROPPED_REQUEST_PREFIXES)
+    }
+
+
+def _model_refusal(refusal: str) -> GatewayError:
+    return GatewayError(403, "permission_error", refusal[0].upper() + refusal[1:] + ".")
+
+
+def governed_model(target: RouteTarget) -> str:
+    """What a deployment serves, as model policies and tier budgets see it."""
+    return canonical_model(target.upstream_model)
 
 
 async def _routes(runtime: Runtime, model: str) -> tuple[RouteTarget, ...]:
@@ -121,48 +177,149 @@ async def _routes(runtime: Runtime, model: str) -> tuple[RouteTarget, ...]:
     return targets
 
 
+def usable_order(
+    policy: KeyPolicy, model: str, targets: tuple[RouteTarget, ...]
+) -> tuple[RouteTarget, ...]:
+    """The route's deployments in failover order, keeping those whose served model the key's
+    rules allow: a route alias cannot serve a model a rule refuses."""
+    order = failover_order(targets)
+    usable = tuple(t for t in order if policy.allows_model(t.upstream_model))
+    if usable:
+        return usable
+    served = order[0].upstream_model
+    refusal = policy.refusal(served)
+    if served != model:
+        refusal = f'model "{model}" is served as "{served}": {refusal}'
+    raise _model_refusal(refusal)
+
+
+# --- the ledger row ---------------------------------------------------------------------------
+
+
+def _new_event(request: Incoming, route: str) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "created_at": dt.datetime.now(dt.UTC),
+        "route": route,
+        "stream": False,
+    }
+
+
+def _attribute_key(event: dict[str, Any], policy: KeyPolicy) -> None:
+    event.update(
+        organization_id=policy.organization_id,
+        team_id=policy.team_id,
+        project_id=policy.project_id,
+        key_id=policy.key_id,
+        parent_key_id=policy.parent_id,
+        key_name=policy.key_name,
+    )
+
+
+def _attribute_request(
+    event: dict[str, Any], headers: dict[str, str], parsed: dict[str, Any] | None
+) -> None:
+    attribution = attribute(headers, parsed.get("metadata") if parsed else None)
+    event.update(
+        session_id=attribution.session_id,
+        agent_id=attribution.agent_id,
+        parent_agent_id=attribution.parent_agent_id,
+        client_name=attribution.client_name,
+        client_version=attribution.client_version,
+        # For the OpenTelemetry span only; the ledger writer keeps just its own columns.
+        traceparent=attribution.traceparent,
+    )
+    if parsed is not None:
+        event["requested_model"] = parsed["model"]
+        event["stream"] = parsed.get("stream") is True
+
+
+def _record_refusal(
+    runtime: Runtime,
+    event: dict[str, Any],
+    refusal: GatewayError | ClientGone,
+    policy: KeyPolicy | None,
+    *,
+    started: float,
+) -> None:
+    """The ledger row (and metrics) of a request the gateway answered itself."""
+    if isinstance(refusal, ClientGone):
+        event.update(status=499, error_type="", client_disconnected=True)
+    else:
+        if not refusal.recorded:
+            return
+        event.update(
+            status=refusal.status, error_type=refusal.error_type, error_message=refusal.message
+        )
+    event["latency_ms"] = int((time.perf_counter() - started) * 1000)
+    runtime.usage.put(event)
+    if policy is not None:
+        observe.request_finished(event, policy, started=started)
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class Admitted:
-    model: str
-    targets: tuple[RouteTarget, ...]
+    model: str  # the routed public name, after tier overrides and downgrades
+    order: tuple[RouteTarget, ...]  # deployments left to try, the admitted one first
     plan: admission.Plan | None  # None when admission was bypassed (fail-open outage)
+    prices: PriceBook  # the book admission used: settlement needs no database
+    est: admission.Estimate
+    now: dt.datetime  # admission time: budget periods of the reservation
+    body_size: int
+    max_tokens: int
     downgraded_from: str = ""
+    # Budget counters that hold this request's reservation, by counter key.
+    reserved: dict[str, BudgetCharge] = field(default_factory=dict)
+
+
+def price_for_target(
+    prices: PriceBook, policy: KeyPolicy, target: RouteTarget, now: dt.datetime
+) -> tuple[Price | None, GatewayError | None]:
+    """The price a deployment's model is reserved at, or the refusal of an unpriced model.
+
+    A model with no price cannot be governed: by default it is refused before anything is
+    forwarded; an organization may instead price it by a fallback (the ledger row is then
+    marked estimated).
+    """
+    governed = governed_model(target)
+    price = prices.price_for(target.upstream_model, now) or prices.price_for(governed, now)
+    if price is not None:
+        return price, None
+    if policy.unpriced_models == "fallback":
+        return prices.fallback_price(governed, now, policy.unpriced_fallback_model), None
+    return None, GatewayError(
+        403,
+        "permission_error",
+        f'Model "{governed}" has no price on this gateway, so its spend cannot be governed. '
+        "An admin can add its price (admin: Model prices, or `manage.py load_prices`) or let "
+        f'organization "{policy.organization_name}" price unpriced models by a fallback.',
+    )
 
 
 async def admit_request(
-    runtime: Runtime, policy: KeyPolicy, model: str, *, body_size: int, max_tokens: int
+    runtime: Runtime,
+    policy: KeyPolicy,
+    model: str,
+    *,
+    body_size: int,
+    max_tokens: int,
+    request_id: str,
 ) -> Admitted:
     prices = await runtime.snapshots.price_book()
     downgraded_from = ""
     for _ in range(MAX_DOWNGRADES + 1):
-        targets = await _routes(runtime, model)
-        now = dt.datetime.now(dt.UTC)
-        est = admission.estimate(
-            body_size=body_size,
-            max_tokens=max_tokens,
-            price=prices.price_for(model, now),
-            reserve_output=settings.GATEWAY_RESERVE_OUTPUT_TOKENS,
-            strict=settings.GATEWAY_STRICT_BUDGETS,
+        order = usable_order(policy, model, await _routes(runtime, model))
+        admitted = Admitted(
+            model, order, None, prices, admission.Estimate(0, 0), _now_utc(), body_size, max_tokens
         )
-        plan = admission.build_plan(
-            policy=policy, model=model, provider=targets[0].provider.name, est=est, now=now
-        )
-        try:
-            result = await admission.admit(store=runtime.store, plan=plan, seed=runtime.seed_budget)
-        except CounterStoreUnavailable:
-            if policy.fail_open:
-                logger.warning("counter store unavailable; admitting (organization fails open)")
-                return Admitted(model, targets, None, downgraded_from)
-            raise GatewayError(
-                503,
-                "api_error",
-                "The gateway cannot check budgets right now (counter store unavailable) and "
-                f'organization "{policy.organization_name}" is set to fail closed. Retry shortly.',
-            ) from None
-        if result.admitted:
-            return Admitted(model, targets, plan, downgraded_from)
-        if result.outcome == Outcome.RATE_LIMITED:
-            raise admission.rate_refusal(plan=plan, result=result)
+        exhausted = await _admit_first_target(runtime, policy, admitted, request_id)
+        if exhausted is None:
+            admitted.downgraded_from = downgraded_from
+            return admitted
+        plan, result = exhausted
         rule = plan.budgets[result.index].rule
         target = rule.downgrade_model
         if rule.on_exhaust != "downgrade" or not target or target == model:
@@ -174,8 +331,128 @@ async def admit_request(
     raise GatewayError(402, "billing_error", "Every downgrade model's budget is exhausted too.")
 
 
+async def _admit_first_target(
+    runtime: Runtime, policy: KeyPolicy, admitted: Admitted, request_id: str
+) -> tuple[admission.Plan, Any] | None:
+    """Reserve for the first deployment whose budgets have room, and fill `admitted`.
+
+    Budgets that follow the deployment (provider budgets, tiers matched on the served model)
+    are checked for the deployment actually tried: when such a budget is exhausted the next
+    deployment is tried. Returns None when admitted, or the plan and result of the first
+    exhausted budget (for a downgrade or the refusal).
+    """
+    exhausted: tuple[admission.Plan, Any] | None = None
+    unpriced: GatewayError | None = None
+    for index, target in enumerate(admitted.order):
+        price, refusal = price_for_target(admitted.prices, policy, target, admitted.now)
+        if refusal is not None:
+            unpriced = unpriced or refusal
+            continue
+        est = _estimate(admitted, price)
+        plan = admission.build_plan(
+            policy=policy,
+            model=governed_model(target),
+            provider=target.provider.name,
+            est=est,
+            now=admitted.now,
+            reservation_id=request_id,
+        )
+        try:
+            result = await admission.admit(store=runtime.store, plan=plan, seed=runtime.seed_budget)
+        except CounterStoreUnavailable:
+            if not policy.fail_open:
+                raise GatewayError(
+                    503,
+                    "api_error",
+                    "The gateway cannot check budgets right now (counter store unavailable) and "
+                    f'organization "{policy.organization_name}" is set to fail closed. '
+                    "Retry shortly.",
+                    headers=[(b"retry-after", b"5")],
+                ) from None
+            logger.warning("counter store unavailable; admitting (organization fails open)")
+            admitted.order, admitted.est = admitted.order[index:], est
+            return None
+        if result.admitted:
+            admitted.order, admitted.plan, admitted.est = admitted.order[index:], plan, est
+            admitted.reserved = {charge.key: charge for charge in plan.counters.budgets}
+            return None
+        if result.outcome == Outcome.RATE_LIMITED:
+            raise admission.rate_refusal(plan=plan, result=result)
+        exhausted = exhausted or (plan, result)
+        if not plan.budgets[result.index].rule.follows_target:
+            break  # no other deployment escapes this budget
+    if exhausted is not None:
+        return exhausted
+    assert unpriced is not None  # every deployment was skipped, and only pricing skips
+    raise unpriced
+
+
+def _estimate(admitted: Admitted, price: Price | None) -> admission.Estimate:
+    return admission.estimate(
+        body_size=admitted.body_size,
+        max_tokens=admitted.max_tokens,
+        price=price,
+        reserve_output=settings.GATEWAY_RESERVE_OUTPUT_TOKENS,
+        strict=settings.GATEWAY_STRICT_BUDGETS,
+    )
+
+
+def _failover_admission(runtime: Runtime, policy: KeyPolicy, admitted: Admitted) -> Any:
+    """Before a failover attempt: price the deployment and reserve on the budgets it adds
+    (a provider budget of the new provider, a tier of its model); refuse it if one is out."""
+
+    async def before_attempt(target: RouteTarget) -> GatewayError | None:
+        price, refusal = price_for_target(admitted.prices, policy, target, admitted.now)
+        if refusal is not None:
+            return refusal
+        if admitted.plan is None:  # admission was bypassed (fail open): nothing to reserve
+            return None
+        full = admission.build_plan(
+            policy=policy,
+            model=governed_model(target),
+            provider=target.provider.name,
+            est=_estimate(admitted, price),
+            now=admitted.now,
+            reservation_id=admitted.plan.counters.reservation_id,
+            rate_kinds=frozenset(),
+        )
+        new = [
+            (planned, charge)
+            for planned, charge in zip(full.budgets, full.counters.budgets, strict=True)
+            if charge.key not in admitted.reserved
+        ]
+        if not new:
+            return None
+        extra = admission.Plan(
+            AdmissionPlan(
+                tuple(charge for _, charge in new),
+                (),
+                reservation_id=full.counters.reservation_id,
+                reservation_ttl_seconds=full.counters.reservation_ttl_seconds,
+            ),
+            tuple(planned for planned, _ in new),
+            (),
+        )
+        try:
+            result = await admission.admit(
+                store=runtime.store, plan=extra, seed=runtime.seed_budget
+            )
+        except CounterStoreUnavailable:
+            logger.warning("counter store unavailable at failover; serving without reserving")
+            return None
+        if result.admitted:
+            admitted.reserved.update((charge.key, charge) for _, charge in new)
+            return None
+        return admission.budget_refusal(plan=extra, result=result, policy=policy)
+
+    return before_attempt
+
+
 def _now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# --- POST /v1/messages ------------------------------------------------------------------------
 
 
 async def _watch_disconnect(receive: Receive) -> None:
@@ -187,54 +464,61 @@ async def _watch_disconnect(receive: Receive) -> None:
 
 async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
-    created_at = _now_utc()
-    request_id = new_request_id()
-    policy = await authenticate(runtime, request)
-    parsed = parse_messages_body(request.body, need_max_tokens=True)
-    requested = parsed["model"]
-    attribution = attribute(request.headers, parsed.get("metadata"))
-    event: dict[str, Any] = {
-        "request_id": request_id,
-        "created_at": created_at,
-        "organization_id": policy.organization_id,
-        "team_id": policy.team_id,
-        "project_id": policy.project_id,
-        "key_id": policy.key_id,
-        "parent_key_id": policy.parent_id,
-        "key_name": policy.key_name,
-        "route": "anthropic.messages",
-        "requested_model": requested,
-        "stream": parsed.get("stream") is True,
-        "session_id": attribution.session_id,
-        "agent_id": attribution.agent_id,
-        "parent_agent_id": attribution.parent_agent_id,
-        "client_name": attribution.client_name,
-        "client_version": attribution.client_version,
-        # For the OpenTelemetry span only; the ledger writer keeps just its own columns.
-        "traceparent": attribution.traceparent,
-    }
+    event = _new_event(request, "anthropic.messages")
+    policy: KeyPolicy | None = None
+    taken = 0
     try:
-        decision = policy.decide_model(requested)
-        if not decision.allowed:
-            raise GatewayError(
-                403, "permission_error", decision.refusal[0].upper() + decision.refusal[1:] + "."
+        try:
+            policy = await authenticate(runtime, request)
+            _attribute_key(event, policy)
+            request.body, taken = await read_body(
+                receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
             )
-        admitted = await admit_request(
+            parsed = parse_messages_body(request.body, need_max_tokens=True)
+            _attribute_request(event, request.headers, parsed)
+            decision = policy.decide_model(parsed["model"])
+            if not decision.allowed:
+                raise _model_refusal(decision.refusal)
+            admitted = await admit_request(
+                runtime,
+                policy,
+                decision.model,
+                body_size=len(request.body),
+                max_tokens=int(parsed["max_tokens"]),
+                request_id=request.request_id,
+            )
+        except (GatewayError, ClientGone) as refusal:
+            if "session_id" not in event:
+                _attribute_request(event, request.headers, None)
+            _record_refusal(runtime, event, refusal, policy, started=started)
+            raise
+        await _forward_messages(
             runtime,
-            policy,
-            decision.model,
-            body_size=len(request.body),
-            max_tokens=int(parsed["max_tokens"]),
+            request,
+            receive,
+            send,
+            event=event,
+            policy=policy,
+            parsed=parsed,
+            admitted=admitted,
+            started=started,
         )
-    except GatewayError as refusal:
-        event.update(
-            status=refusal.status,
-            error_type=refusal.error_type,
-            latency_ms=int((time.perf_counter() - started) * 1000),
-        )
-        runtime.usage.put(event)
-        observe.request_finished(event, policy, started=started)
-        raise
+    finally:
+        runtime.inflight_bytes.give_back(taken)
+
+
+async def _forward_messages(
+    runtime: Runtime,
+    request: Incoming,
+    receive: Receive,
+    send: Send,
+    *,
+    event: dict[str, Any],
+    policy: KeyPolicy,
+    parsed: dict[str, Any],
+    admitted: Admitted,
+    started: float,
+) -> None:
     forwarded_at = time.perf_counter()
     call = UpstreamCall(
         path="/v1/messages",
@@ -248,12 +532,13 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
     work = asyncio.ensure_future(
         forward(
             providers=runtime.providers,
-            targets=admitted.targets,
+            order=admitted.order,
             call=call,
             send=send,
-            request_id=request_id,
-            extra_headers=[(b"x-gateway-request-id", request_id.encode())],
+            request_id=request.request_id,
+            extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
             outcome=outcome,
+            before_attempt=_failover_admission(runtime, policy, admitted),
         )
     )
     disconnected = False
@@ -263,84 +548,252 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
         )
     except GatewayError as failure:
         outcome.status, outcome.error_type = failure.status, failure.error_type
+        outcome.error_message = outcome.error_message or failure.message
+        raise
+    except Exception as exc:
+        outcome.status, outcome.error_type = 500, "api_error"
+        outcome.error_message = f"gateway error: {type(exc).__name__}"
         raise
     finally:
-        await _finish(runtime, event, admitted, outcome, started=started, disconnected=disconnected)
-        observe.request_finished(
-            event, policy, started=started, forwarded_at=forwarded_at, targets=admitted.targets
+        await _finish(
+            runtime, event, policy, admitted, outcome, started=started, disconnected=disconnected
         )
+        observe.request_finished(
+            event, policy, started=started, forwarded_at=forwarded_at, targets=admitted.order
+        )
+
+
+def request_cost(
+    prices: PriceBook,
+    policy: KeyPolicy,
+    *,
+    served: str,
+    target: RouteTarget,
+    usage: Usage,
+    at: dt.datetime,
+) -> tuple[int, bool]:
+    """Micro-dollars, and whether they are an estimate: the model that answered, else the
+    deployment's model, else (no price at all) the organization's fallback price."""
+    for name in (served, target.upstream_model, governed_model(target)):
+        cost = prices.cost_micros(name, usage, at)
+        if cost is not None:
+            return cost, False
+    price = prices.fallback_price(
+        canonical_model(served or target.upstream_model), at, policy.unpriced_fallback_model
+    )
+    if price is None:  # an empty price book: nothing to estimate from
+        return 0, True
+    return price.cost_micros(usage), True
 
 
 async def _finish(
     runtime: Runtime,
     event: dict[str, Any],
+    policy: KeyPolicy,
     admitted: Admitted,
     outcome: RelayOutcome,
     *,
     started: float,
     disconnected: bool,
 ) -> None:
-    """Meter, settle the reservation and hand the usage event to the writer."""
-    tally = outcome.tally
-    usage = tally.usage()
-    served = tally.model or outcome.upstream_model or admitted.model
-    prices = await runtime.snapshots.price_book()
-    cost = prices.cost_micros(served, usage, event["created_at"])
-    if cost is None:
-        cost = prices.cost_micros(admitted.model, usage, event["created_at"]) or 0
-        if usage.prompt_tokens or usage.output_tokens:
+    """Meter, hand the usage event to the ledger writer, then settle the reservation.
+
+    Nothing here may lose the ledger row: the event is enqueued whatever fails, before the
+    settlement (which talks to the counter store and may be slow or fail).
+    """
+    target = outcome.target or admitted.order[0]
+    cost = tokens = 0
+    try:
+        usage = outcome.tally.usage()
+        tokens = usage.prompt_tokens + usage.output_tokens
+        served = outcome.tally.model or outcome.upstream_model or target.upstream_model
+        cost, estimated = request_cost(
+            admitted.prices, policy, served=served, target=target, usage=usage, at=admitted.now
+        )
+        if estimated and tokens:
             logger.warning(
-                "no price for model %s; request %s recorded at $0", served, event["request_id"]
-            )
-    if admitted.plan is not None:
-        try:
-            await runtime.store.settle(
-                admitted.plan.counters,
-                cost_micros=cost,
-                tokens=usage.prompt_tokens + usage.output_tokens,
-            )
-        except CounterStoreUnavailable:
-            logger.warning(
-                "could not settle request %s; reconciliation will correct counters",
+                "model %s has no price; request %s recorded at an estimated cost",
+                served,
                 event["request_id"],
             )
-    status = outcome.status or (499 if disconnected else 502)
-    event.update(
-        routed_model=admitted.model,
-        served_model=served,
-        provider=outcome.provider,
-        status=status,
-        error_type=outcome.error_type or tally.error_type,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_5m_tokens=usage.cache_write_5m_tokens,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        cost_micros=cost,
-        latency_ms=int((time.perf_counter() - started) * 1000),
-        ttfb_ms=(
-            int((outcome.first_byte_at - started) * 1000)
-            if outcome.first_byte_at is not None
-            else None
-        ),
-        attempts=outcome.attempts,
-        downgraded_from=admitted.downgraded_from,
-        client_disconnected=disconnected,
-        upstream_request_id=outcome.upstream_request_id[:100],
+        event.update(
+            routed_model=governed_model(target),
+            served_model=served,
+            provider=outcome.provider,
+            status=outcome.status or (499 if disconnected else 502),
+            error_type=outcome.error_type or outcome.tally.error_type,
+            error_message=outcome.error_message or outcome.tally.error_message,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            cost_micros=cost,
+            cost_estimated=estimated,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            ttfb_ms=(
+                int((outcome.first_byte_at - started) * 1000)
+                if outcome.first_byte_at is not None
+                else None
+            ),
+            attempts=outcome.attempts,
+            downgraded_from=admitted.downgraded_from,
+            client_disconnected=disconnected,
+            upstream_request_id=outcome.upstream_request_id[:100],
+        )
+    except Exception:
+        logger.exception("metering request %s failed", event["request_id"])
+        event.setdefault("status", outcome.status or 500)
+    finally:
+        runtime.usage.put(event)
+    try:
+        await _settle(runtime, policy, admitted, target, cost_micros=cost, tokens=tokens)
+    except CounterStoreUnavailable:
+        logger.warning(
+            "could not settle request %s; reconciliation will correct counters",
+            event["request_id"],
+        )
+    except Exception:
+        logger.exception("settling request %s failed", event["request_id"])
+
+
+async def _settle(
+    runtime: Runtime,
+    policy: KeyPolicy,
+    admitted: Admitted,
+    target: RouteTarget,
+    *,
+    cost_micros: int,
+    tokens: int,
+) -> None:
+    """Charge the budgets of the deployment that served; free the other reservations."""
+    plan = admitted.plan
+    if plan is None:
+        return
+    _, served = admission.budget_charges(
+        policy=policy,
+        model=governed_model(target),
+        provider=target.provider.name,
+        est=admitted.est,
+        now=admitted.now,
     )
-    runtime.usage.put(event)
+    charged = tuple(admitted.reserved.get(charge.key, charge) for charge in served)
+    await runtime.store.settle(
+        AdmissionPlan(
+            charged,
+            plan.counters.rates,
+            reservation_id=plan.counters.reservation_id,
+            reservation_ttl_seconds=plan.counters.reservation_ttl_seconds,
+        ),
+        cost_micros=cost_micros,
+        tokens=tokens,
+    )
+    served_keys = {charge.key for charge in served}
+    unused = tuple(c for key, c in admitted.reserved.items() if key not in served_keys)
+    if unused:
+        await runtime.store.settle(
+            AdmissionPlan(
+                unused,
+                (),
+                reservation_id=plan.counters.reservation_id,
+                reservation_ttl_seconds=plan.counters.reservation_ttl_seconds,
+            ),
+            cost_micros=0,
+            tokens=0,
+        )
+
+
+# --- count_tokens and models ------------------------------------------------------------------
 
 
 async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
-    """Free upstream, so no budget or ledger: authentication and model policy only."""
-    policy = await authenticate(runtime, request)
-    parsed = parse_messages_body(request.body, need_max_tokens=False)
-    decision = policy.decide_model(parsed["model"])
-    if not decision.allowed:
-        raise GatewayError(
-            403, "permission_error", decision.refusal[0].upper() + decision.refusal[1:] + "."
+    """Free upstream, so no budget: authentication, model policy and the key's request-rate and
+    concurrency limits (it reaches the upstream with the gateway's credentials)."""
+    started = time.perf_counter()
+    event = _new_event(request, "anthropic.count_tokens")
+    policy: KeyPolicy | None = None
+    taken = 0
+    plan: admission.Plan | None = None
+    try:
+        try:
+            policy = await authenticate(runtime, request)
+            _attribute_key(event, policy)
+            request.body, taken = await read_body(
+                receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
+            )
+            parsed = parse_messages_body(request.body, need_max_tokens=False)
+            _attribute_request(event, request.headers, parsed)
+            decision = policy.decide_model(parsed["model"])
+            if not decision.allowed:
+                raise _model_refusal(decision.refusal)
+            order = usable_order(policy, decision.model, await _routes(runtime, decision.model))
+            plan = await _admit_rates(runtime, policy, request.request_id)
+        except (GatewayError, ClientGone) as refusal:
+            if "session_id" not in event:
+                _attribute_request(event, request.headers, None)
+            _record_refusal(runtime, event, refusal, policy, started=started)
+            raise
+        await _forward_count_tokens(
+            runtime,
+            request,
+            send,
+            event=event,
+            policy=policy,
+            parsed=parsed,
+            order=order,
+            started=started,
         )
-    targets = await _routes(runtime, decision.model)
+    finally:
+        runtime.inflight_bytes.give_back(taken)
+        if plan is not None:
+            try:
+                await runtime.store.settle(plan.counters, cost_micros=0, tokens=0)
+            except Exception:
+                logger.warning("could not release a count_tokens slot; it expires on its own")
+
+
+async def _admit_rates(
+    runtime: Runtime, policy: KeyPolicy, request_id: str
+) -> admission.Plan | None:
+    plan = admission.build_plan(
+        policy=policy,
+        model="",
+        provider="",
+        est=admission.Estimate(0, 0),
+        now=_now_utc(),
+        reservation_id=request_id,
+        budgets=False,
+        rate_kinds=COUNT_TOKENS_RATE_KINDS,
+    )
+    if not plan.counters.rates:
+        return None
+    try:
+        result = await admission.admit(store=runtime.store, plan=plan, seed=runtime.seed_budget)
+    except CounterStoreUnavailable:
+        if policy.fail_open:
+            return None
+        raise GatewayError(
+            503,
+            "api_error",
+            "The gateway cannot check rate limits right now (counter store unavailable).",
+            headers=[(b"retry-after", b"5")],
+        ) from None
+    if result.outcome == Outcome.RATE_LIMITED:
+        raise admission.rate_refusal(plan=plan, result=result)
+    return plan
+
+
+async def _forward_count_tokens(
+    runtime: Runtime,
+    request: Incoming,
+    send: Send,
+    *,
+    event: dict[str, Any],
+    policy: KeyPolicy,
+    parsed: dict[str, Any],
+    order: tuple[RouteTarget, ...],
+    started: float,
+) -> None:
     call = UpstreamCall(
         path="/v1/messages/count_tokens",
         query=request.query,
@@ -349,27 +802,60 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
         headers=forwardable_headers(request.headers),
         stream=False,
     )
-    request_id = new_request_id()
-    await forward(
-        providers=runtime.providers,
-        targets=targets,
-        call=call,
-        send=send,
-        request_id=request_id,
-        extra_headers=[(b"x-gateway-request-id", request_id.encode())],
-        outcome=RelayOutcome(),
-    )
+    outcome = RelayOutcome()
+    try:
+        await forward(
+            providers=runtime.providers,
+            order=order,
+            call=call,
+            send=send,
+            request_id=request.request_id,
+            extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
+            outcome=outcome,
+        )
+    except GatewayError as failure:
+        outcome.status, outcome.error_type = failure.status, failure.error_type
+        outcome.error_message = outcome.error_message or failure.message
+        raise
+    finally:
+        if outcome.status != 200:  # an error the client saw: it has a row to be found by
+            event.update(
+                provider=outcome.provider,
+                routed_model=governed_model(outcome.target or order[0]),
+                status=outcome.status or 502,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+                attempts=outcome.attempts,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+            )
+            runtime.usage.put(event)
 
 
 def _model_info(name: str) -> dict[str, Any]:
     return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
 
 
+async def _authenticate_recorded(runtime: Runtime, request: Incoming, route: str) -> KeyPolicy:
+    """authenticate(), with a ledger row when it refuses."""
+    started = time.perf_counter()
+    try:
+        return await authenticate(runtime, request)
+    except GatewayError as refusal:
+        event = _new_event(request, route)
+        _attribute_request(event, request.headers, None)
+        _record_refusal(runtime, event, refusal, None, started=started)
+        raise
+
+
+def _servable(policy: KeyPolicy, targets: tuple[RouteTarget, ...], name: str) -> bool:
+    return policy.allows_model(name) and any(policy.allows_model(t.upstream_model) for t in targets)
+
+
 async def list_models(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
     """The routed models this key may use, in the Anthropic list shape."""
-    policy = await authenticate(runtime, request)
+    policy = await _authenticate_recorded(runtime, request, "anthropic.models")
     routing = await runtime.snapshots.routing()
-    names = [n for n in routing.public_names() if policy.allows_model(n)]
+    names = [n for n in routing.public_names() if _servable(policy, routing.targets_for(n), n)]
     data = [_model_info(n) for n in names]
     await send_json(
         send,
@@ -380,16 +866,23 @@ async def list_models(runtime: Runtime, request: Incoming, receive: Receive, sen
             "first_id": names[0] if names else None,
             "last_id": names[-1] if names else None,
         },
+        headers=[(b"x-gateway-request-id", request.request_id.encode())],
     )
 
 
 async def get_model(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
-    policy = await authenticate(runtime, request)
+    policy = await _authenticate_recorded(runtime, request, "anthropic.models")
     name = request.path.rsplit("/", 1)[-1]
     routing = await runtime.snapshots.routing()
-    if not routing.targets_for(name) or not policy.allows_model(name):
+    targets = routing.targets_for(name)
+    if not targets or not _servable(policy, targets, name):
         raise GatewayError(404, "not_found_error", f'Model "{name}" is not available to this key.')
-    await send_json(send, 200, _model_info(name))
+    await send_json(
+        send,
+        200,
+        _model_info(name),
+        headers=[(b"x-gateway-request-id", request.request_id.encode())],
+    )
 
 
-__all__ = ["AdmissionPlan", "count_tokens", "get_model", "list_models", "messages"]
+__all__ = ["count_tokens", "get_model", "list_models", "messages", "new_request_id"]

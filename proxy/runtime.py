@@ -13,6 +13,7 @@ from django.core.cache import cache
 
 from governance import periods, policy
 from governance.policy import BudgetRule
+from proxy.asgi import InflightBytes, TrustedProxies
 from proxy.counters.base import CounterStore
 from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
@@ -22,33 +23,54 @@ from proxy.providers.mock import MockProvider
 from proxy.snapshots import Snapshots
 from proxy.upstream import UpstreamClient
 from proxy.usage import UsageBuffer
-from telemetry import ledger
+from telemetry import ledger, spool
 
 
 @dataclass(slots=True)
 class AuthFailureGuard:
-    """Failed authentications per client address in the minute since the first (per process).
+    """Failed authentications in the minute since the first, per client address and per key
+    hash (per process).
 
-    Over the limit, requests from that address whose key is not already known-good are
-    refused before any database lookup, so guessing keys cannot hammer the database.
+    An address over its limit is refused before any database lookup unless its key is
+    already known-good, so guessing keys cannot hammer the database. A key that keeps failing
+    (a revoked key left in a script) counts against the address only the first time: repeating
+    one bad key is not guessing, and behind a shared address (a NAT, or a load balancer that
+    is not a trusted proxy) it must not lock everyone else out. It is throttled on its own
+    once it passes the per-key limit.
     """
 
     limit: int
+    key_limit: int = 10
     window_seconds: float = 60.0
-    _windows: dict[str, tuple[float, int]] = field(default_factory=dict)  # start, failures
+    _addresses: dict[str, tuple[float, int]] = field(default_factory=dict)  # start, failures
+    _keys: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def blocked(self, address: str) -> bool:
-        started, count = self._windows.get(address, (0.0, 0))
-        return count >= self.limit and time.time() - started < self.window_seconds
+    def blocked(self, address: str, lookup_hash: str = "") -> bool:
+        return self._count(self._addresses, address) >= self.limit or (
+            bool(lookup_hash) and self._count(self._keys, lookup_hash) >= self.key_limit
+        )
 
-    def record_failure(self, address: str) -> None:
+    def key_blocked(self, lookup_hash: str) -> bool:
+        return self._count(self._keys, lookup_hash) >= self.key_limit
+
+    def record_failure(self, address: str, lookup_hash: str = "") -> None:
+        if not lookup_hash or self._count(self._keys, lookup_hash) == 0:
+            self._bump(self._addresses, address)
+        if lookup_hash:
+            self._bump(self._keys, lookup_hash)
+
+    def _count(self, windows: dict[str, tuple[float, int]], name: str) -> int:
+        started, count = windows.get(name, (0.0, 0))
+        return count if time.time() - started < self.window_seconds else 0
+
+    def _bump(self, windows: dict[str, tuple[float, int]], name: str) -> None:
         now = time.time()
-        started, count = self._windows.get(address, (now, 0))
+        started, count = windows.get(name, (now, 0))
         if now - started >= self.window_seconds:
             started, count = now, 0
-        if len(self._windows) > 100_000:
-            self._windows.clear()
-        self._windows[address] = (started, count + 1)
+        if len(windows) > 100_000:
+            windows.clear()
+        windows[name] = (started, count + 1)
 
 
 def _version_from_cache() -> int:
@@ -68,6 +90,7 @@ async def _ledger_spend(rule: BudgetRule, window: periods.PeriodWindow) -> int:
 
 class Runtime:
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.store: CounterStore
         if settings.REDIS_URL:
             self.store = RedisCounterStore(
@@ -89,8 +112,15 @@ class Runtime:
             Path(settings.GATEWAY_SPOOL_DIR),
             replay_interval=settings.GATEWAY_SPOOL_REPLAY_SECONDS,
             release=ledger.close_connection,
+            max_pending=settings.GATEWAY_USAGE_QUEUE_MAX,
+            beacon=spool.backlog_beacon(),
         )
-        self.auth_guard = AuthFailureGuard(limit=settings.GATEWAY_AUTH_FAILURES_PER_MINUTE)
+        self.auth_guard = AuthFailureGuard(
+            limit=settings.GATEWAY_AUTH_FAILURES_PER_MINUTE,
+            key_limit=settings.GATEWAY_AUTH_FAILURES_PER_KEY_PER_MINUTE,
+        )
+        self.trusted_proxies = TrustedProxies(settings.GATEWAY_TRUSTED_PROXIES)
+        self.inflight_bytes = InflightBytes(settings.GATEWAY_MAX_INFLIGHT_BODY_BYTES)
         self.seed_budget = _ledger_spend
 
     async def close(self) -> None:

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import aiohttp
 
+from proxy import egress
+
 # Response headers worth passing back to the client.
 FORWARDED_RESPONSE_HEADERS = frozenset(
     {"request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id"}
@@ -72,11 +74,15 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        # Provider base URLs may not reach loopback, private or metadata addresses, whatever
+        # their name resolves to by the time of the connection (proxy/egress.py).
         connector = aiohttp.TCPConnector(
             limit=self._pool_size,
             ttl_dns_cache=300,
             keepalive_timeout=30,
             enable_cleanup_closed=True,
+            resolver=egress.GuardedResolver(),
+            socket_factory=egress.guarded_socket,
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -90,7 +96,8 @@ class UpstreamClient:
     async def post(self, url: str, *, headers: dict[str, str], body: bytes) -> HttpResponse:
         if self._session is None or self._session.closed:
             self._session = self._open()
-        response = await self._session.post(url, data=body, headers=headers)
+        # A redirect would carry the provider credentials to wherever the upstream says.
+        response = await self._session.post(url, data=body, headers=headers, allow_redirects=False)
         return HttpResponse(response)
 
     async def close(self) -> None:

@@ -6,20 +6,26 @@ One section per feature; add new registrations in a section of their own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.html import format_html
 
 from governance.admin.base import ModelAdminBase, actor_for
 from governance.forms import ModelForm
 from governance.models import Organization
 from governance.money import format_usd
-from telemetry import alerts, channels
+from telemetry import alerts, channels, dead_letters, ledger, spool
 from telemetry.dashboards.admin_columns import percent_bar
 from telemetry.models import AlertChannel, AlertEvent, BudgetPeriodRecord
 
@@ -35,15 +41,25 @@ def _with_organization_name(queryset: QuerySet[M]) -> QuerySet[M]:
     return annotated
 
 
+class WriteOnlyURLInput(forms.TextInput):
+    """Shows email addresses, never a URL: a webhook URL is a secret, write-only here."""
+
+    def format_value(self, value: Any) -> str | None:
+        text = super().format_value(value)
+        return None if text and "://" in text else text
+
+
 class AlertChannelForm(ModelForm[AlertChannel]):
     organization = forms.ModelChoiceField(queryset=Organization.objects.all())
 
     class Meta:
         model = AlertChannel
         fields = ("name", "kind", "target", "enabled")
+        widgets = {"target": WriteOnlyURLInput(attrs={"autocomplete": "off", "size": 60})}
         help_texts = {
-            "target": "Webhook: an http(s) URL. Slack: the incoming-webhook URL. Email: one "
-            "or more addresses separated by commas.",
+            "target": "Email: one or more addresses separated by commas. Webhook: an http(s) "
+            "URL; Slack: the incoming-webhook URL. A URL is stored encrypted and never shown "
+            "again: leave blank to keep the stored one.",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -69,7 +85,8 @@ class AlertChannelForm(ModelForm[AlertChannel]):
 @admin.register(AlertChannel)
 class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
     form = AlertChannelForm
-    fields = ("organization", "name", "kind", "target", "enabled")
+    fields = ("organization", "name", "kind", "target", "stored_url", "enabled")
+    readonly_fields = ("stored_url",)
     list_display = ("name", "organization_name", "kind", "target_redacted", "enabled")
     list_filter = ("kind", "enabled")
     search_fields = ("name",)
@@ -85,6 +102,12 @@ class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
     @admin.display(description="target")
     def target_redacted(self, obj: AlertChannel) -> str:
         return channels.describe_target(obj)
+
+    @admin.display(description="stored webhook URL")
+    def stored_url(self, obj: AlertChannel) -> str:
+        if not obj.is_webhook or not obj.secret_target:
+            return "not set"
+        return f"set ({channels.describe_target(obj)})"
 
     def save_model(self, request: HttpRequest, obj: AlertChannel, form: Any, change: Any) -> None:
         channels.save_channel(obj, actor=actor_for(request))
@@ -209,7 +232,7 @@ def _pretty_json(value: Any) -> str:
 
 # --- utilisation: budget period history (read-only) with spent / limit / % bar -------------
 # The budget, team and key lists get their "budget used" column from
-# telemetry.dashboards.admin_columns (mixed into the governance admin classes).
+# telemetry.dashboards.admin_columns (added by TelemetryConfig.ready).
 
 
 @admin.register(BudgetPeriodRecord)
@@ -249,3 +272,76 @@ class BudgetPeriodRecordAdmin(ModelAdminBase[BudgetPeriodRecord]):
     @admin.display(description="spent / limit", ordering="spent_micros")
     def used(self, obj: BudgetPeriodRecord) -> str:
         return percent_bar(obj.spent_micros, obj.limit_micros)
+
+
+# --- usage dead letters: events the ledger refused (files under GATEWAY_SPOOL_DIR/dead) -----
+# Files on the gateway host, not rows: a page of its own, linked from the admin index
+# (templates/admin/index.html), which also warns while any exist.
+
+DEAD_LETTERS_TEMPLATE = "admin/telemetry/dead_letters.html"
+
+
+def dead_letters_view(request: HttpRequest) -> HttpResponse:
+    """GET lists the dead letters; POST retries or discards the chosen ones."""
+    if not request.user.has_perm("telemetry.view_usagerecord"):
+        raise PermissionDenied
+    spool_dir = Path(settings.GATEWAY_SPOOL_DIR)
+    if request.method == "POST":
+        if not request.user.has_perm("telemetry.change_usagerecord"):
+            raise PermissionDenied
+        _apply_dead_letter_action(request, spool_dir)
+        return redirect("admin:telemetry_dead_letters")
+    context = {
+        **admin.site.each_context(request),
+        "title": "Usage dead letters",
+        "listing": dead_letters.list_dead_letters(spool_dir),
+        "backlog": spool.backlog(spool_dir),
+        "can_change": request.user.has_perm("telemetry.change_usagerecord"),
+    }
+    return TemplateResponse(request, DEAD_LETTERS_TEMPLATE, context)
+
+
+def _apply_dead_letter_action(request: HttpRequest, spool_dir: Path) -> None:
+    action = request.POST.get("action")
+    ids = None if request.POST.get("all") else set(request.POST.getlist("selected"))
+    if ids is not None and not ids:
+        messages.warning(request, "Choose dead letters first.")
+        return
+    if action == "discard":
+        if ids is None:
+            messages.error(request, "Discard needs dead letters chosen one by one.")
+            return
+        discarded = dead_letters.discard(spool_dir, ids).discarded
+        messages.success(request, f"Discarded {discarded} dead letter(s) (kept in dead/discarded).")
+        return
+    if action != "retry":
+        messages.error(request, "Unknown action.")
+        return
+    try:
+        outcome = dead_letters.retry(spool_dir, ids, write=ledger.write_events_isolating)
+    except ledger.CONNECTION_ERRORS:
+        messages.error(request, "The ledger database is unavailable; what was not written stays.")
+        return
+    level = messages.SUCCESS if not outcome.failed else messages.WARNING
+    messages.add_message(
+        request,
+        level,
+        f"Written to the ledger: {outcome.written}. Still refused: {outcome.failed}.",
+    )
+
+
+def _with_dead_letter_urls(get_urls: Callable[[], list[URLPattern | URLResolver]]) -> Any:
+    """The default admin site's URLs plus the dead-letter page (no model to register it by)."""
+
+    def urls() -> list[URLPattern | URLResolver]:
+        page = path(
+            "telemetry/dead-letters/",
+            admin.site.admin_view(dead_letters_view),
+            name="telemetry_dead_letters",
+        )
+        return [page, *get_urls()]
+
+    return urls
+
+
+admin.site.get_urls = _with_dead_letter_urls(admin.site.get_urls)  # type: ignore[method-assign]

@@ -23,7 +23,9 @@ Choices worth knowing:
   marked done rather than sent later to a channel added afterwards.
 - The forecast divides the last 7 days' spend by 7 (days with no spend count), projects when the
   rest of the budget runs out, and alerts if that is before the period ends. A lifetime budget has
-  no period end, so it is warned about when exhaustion is less than LIFETIME_HORIZON away.
+  no period end, so it is warned about when exhaustion is less than LIFETIME_HORIZON away. The
+  projection is compared in integer seconds before a date is made of it: a tiny rate against a
+  large budget runs out past the year 9999, which is "no exhaustion in sight", not an error.
 - A zero budget (a block, not a limit) never alerts.
 """
 
@@ -43,7 +45,7 @@ from django.utils import timezone
 from governance.models import Budget
 from governance.money import format_usd
 from governance.periods import PeriodWindow, window
-from telemetry import channels, ledger
+from telemetry import channels, forecasts, ledger
 from telemetry.models import AlertChannel, AlertEvent
 
 logger = logging.getLogger(__name__)
@@ -205,13 +207,14 @@ def forecast(state: BudgetState) -> Forecast | None:
     if remaining <= 0:
         return None  # already exhausted: the 100 % threshold alert says so
     recent = recent_spend(state.budget, state.now)
-    if recent <= 0:
-        return None
-    window_seconds = int(FORECAST_WINDOW.total_seconds())
-    seconds_left = -(-remaining * window_seconds // recent)  # ceiling, in integers
-    exhaustion = state.now + dt.timedelta(seconds=seconds_left)
-    horizon = state.window.end or state.now + LIFETIME_HORIZON
-    if exhaustion >= horizon:
+    exhaustion = forecasts.exhaustion_at(
+        now=state.now,
+        remaining_micros=remaining,
+        window_spent_micros=recent,
+        window=FORECAST_WINDOW,
+        horizon=state.window.end or state.now + LIFETIME_HORIZON,
+    )
+    if exhaustion is None:
         return None
     return Forecast(exhaustion_at=exhaustion, window_spent_micros=recent)
 

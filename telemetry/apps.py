@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class TelemetryConfig(AppConfig):
     name = "telemetry"
     verbose_name = "Telemetry"
+
+    def ready(self) -> None:
+        # Governance's admin must not import telemetry, so telemetry hangs its "budget used"
+        # column on the governance lists itself (imported here: it needs the models loaded).
+        from telemetry.dashboards.admin_columns import add_budget_use_columns
+
+        add_budget_use_columns()

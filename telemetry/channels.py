@@ -1,8 +1,10 @@
 """Alert channels: delivering one alert to a generic JSON webhook, a Slack-compatible webhook
 or email, and the audited writes of the channels themselves.
 
-Webhook URLs often carry a token (Slack's always do), so a URL is only ever logged, recorded
-in a delivery log or audited reduced to its scheme and host.
+Webhook URLs often carry a token (Slack's always do), so a URL is stored encrypted
+(AlertChannel.secret_target) and only ever logged, recorded in a delivery log, shown or audited
+reduced to its scheme and host. Right before each POST the URL's host is resolved again and
+refused if it now points at a loopback, private or metadata address (governance/outbound.py).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
 from django.db import transaction
 
+from governance import outbound
 from governance.actors import Actor
 from governance.models import AuditEvent
 from governance.services import audit
@@ -53,9 +57,9 @@ def deliver(channel: AlertChannel, payload: Mapping[str, Any]) -> DeliveryResult
     """Send `payload` (the generic webhook body) through `channel`; never raises."""
     try:
         if channel.kind == AlertChannel.Kind.WEBHOOK:
-            return post_json(channel.target, dict(payload))
+            return post_json(channel.destination(), dict(payload))
         if channel.kind == AlertChannel.Kind.SLACK:
-            return post_json(channel.target, slack_body(payload))
+            return post_json(channel.destination(), slack_body(payload))
         if channel.kind == AlertChannel.Kind.EMAIL:
             return send_email(channel.target, payload)
     except Exception as exc:  # one broken channel must not stop the others
@@ -83,6 +87,15 @@ def post_json(url: str, body: Mapping[str, Any]) -> DeliveryResult:
 
 def _post_once(client: httpx.Client, url: str, content: bytes) -> tuple[bool, bool, str]:
     """One POST: (delivered, worth retrying, what happened)."""
+    try:
+        # The name may point elsewhere than when the channel was saved (DNS rebinding).
+        outbound.checked_addresses(url)
+    except outbound.ForbiddenDestination as exc:
+        reason = "; ".join(exc.messages)  # names the address, never the URL
+        logger.warning("alert webhook refused: %s", reason)
+        return False, False, f"refused: {reason}"[:300]
+    except OSError as exc:
+        return False, True, f"cannot resolve the webhook's host ({type(exc).__name__})"
     try:
         response = client.post(url, content=content)
     except httpx.TransportError as exc:
@@ -205,9 +218,13 @@ def redact_text(text: str, url: str) -> str:
 
 
 def describe_target(channel: AlertChannel) -> str:
-    if channel.kind == AlertChannel.Kind.EMAIL:
+    if not channel.is_webhook:
         return channel.target
-    return redact_url(channel.target)
+    try:
+        url = channel.destination()
+    except ImproperlyConfigured:
+        return "(set, but cannot be decrypted: GATEWAY_ENCRYPTION_KEY changed?)"
+    return redact_url(url) if url else "(not set)"
 
 
 # --- audited writes ------------------------------------------------------------------------
@@ -216,7 +233,11 @@ def describe_target(channel: AlertChannel) -> str:
 def audit_view(channel: AlertChannel) -> dict[str, Any]:
     """What the audit trail keeps of a channel: the target redacted, plus a short fingerprint
     so that a changed token still shows as a change."""
-    fingerprint = hashlib.sha256(channel.target.encode()).hexdigest()[:12]
+    try:
+        secret = channel.destination()
+    except ImproperlyConfigured:
+        secret = channel.secret_target  # still tells a replaced URL from the old one
+    fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:12]
     return {
         "organization_id": channel.organization_id,
         "name": channel.name,

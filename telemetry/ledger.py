@@ -3,21 +3,194 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q, Sum
+import psycopg
+from django.db import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.models import Field, Q, Sum
 
 from telemetry.models import UsageRecord
+from telemetry.spool import Rejected, WriteResult
 
 _FIELDS = tuple(f for f in UsageRecord._meta.concrete_fields if f.name != "id")
 LEDGER_FIELDS = frozenset(f.name for f in _FIELDS)
-# A missing key takes the column's default ("" for text, None for nullable ids), as an ORM
-# insert would.
-_DEFAULTS = tuple((f.name, f.get_default()) for f in _FIELDS)
-_DATETIME_FIELDS = frozenset(f.name for f in _FIELDS if f.get_internal_type() == "DateTimeField")
+
+# --- cleaning: every value fits its column ----------------------------------------------------
+# Strings come from clients and upstreams. On PostgreSQL one over-long or NUL-containing value
+# failed the whole batch (every tenant's rows) and then blocked the replay of the spool. Each
+# column gets one cleaner, built once from the model's field metadata; a missing key takes the
+# column's default ("" for text, None for nullable ids), as an ORM insert would.
+
+Cleaner = Callable[[Any], Any]
+_MISSING: Any = object()
+# C0 and C1 controls (NUL among them) and lone surrogates, which UTF-8 cannot carry.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_LINE_BREAKS = re.compile("[\t\n\r]+")
+_FALSE_WORDS = frozenset({"", "0", "false", "f", "no", "n", "off", "none", "null"})
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    try:
+        return str(value)
+    except Exception:  # a value whose __str__ fails is not worth losing the row for
+        return ""
+
+
+def _text_cleaner(field: Field[Any, Any]) -> Cleaner:
+    limit = field.max_length or 0
+    default = field.get_default()
+
+    def clean(value: Any) -> Any:
+        if type(value) is not str:
+            if value is None or value is _MISSING:
+                return default
+            value = _as_text(value)
+        if not value.isprintable():  # C-speed check; the regexes run only on the rare hit
+            value = _UNSAFE.sub("", _LINE_BREAKS.sub(" ", value))
+        # Python slices by code point, as PostgreSQL's varchar(n) counts characters.
+        return value if not limit or len(value) <= limit else value[:limit]
+
+    return clean
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, float | decimal.Decimal):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str | bytes):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            return int(number) if math.isfinite(number) else None
+    return None
+
+
+def _integer_cleaner(field: Field[Any, Any]) -> Cleaner:
+    low, high = BaseDatabaseOperations.integer_field_ranges[field.get_internal_type()]
+    default = field.get_default()
+    if default is None and not field.null:
+        default = max(low, 0)  # e.g. status: a row with status 0 beats a lost row
+
+    def clean(value: Any) -> Any:
+        if type(value) is not int:
+            if value is None or value is _MISSING:
+                return default
+            value = _as_int(value)
+            if value is None:
+                return default
+        return low if value < low else high if value > high else value
+
+    return clean
+
+
+def _boolean_cleaner(field: Field[Any, Any]) -> Cleaner:
+    default = bool(field.get_default())
+
+    def clean(value: Any) -> Any:
+        if type(value) is bool:
+            return value
+        if value is None or value is _MISSING:
+            return default
+        if isinstance(value, str | bytes):
+            return _as_text(value).strip().lower() not in _FALSE_WORDS
+        try:
+            return bool(value)
+        except Exception:
+            return default
+
+    return clean
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _datetime_cleaner(field: Field[Any, Any]) -> Cleaner:
+    # No default to invent: a row without its time cannot be put in a budget period, so the
+    # database refuses it and it is dead-lettered.
+    def clean(value: Any) -> Any:
+        if type(value) is dt.datetime and value.tzinfo is not None:
+            return value
+        return None if value is None or value is _MISSING else _as_datetime(value)
+
+    return clean
+
+
+def _default_cleaner(field: Field[Any, Any]) -> Cleaner:
+    default = field.get_default()
+
+    def clean(value: Any) -> Any:
+        return default if value is None or value is _MISSING else value
+
+    return clean
+
+
+def _cleaner(field: Field[Any, Any]) -> Cleaner:
+    kind = field.get_internal_type()
+    if kind in ("CharField", "TextField"):
+        return _text_cleaner(field)
+    if kind in BaseDatabaseOperations.integer_field_ranges:
+        return _integer_cleaner(field)
+    if kind == "BooleanField":
+        return _boolean_cleaner(field)
+    if kind == "DateTimeField":
+        return _datetime_cleaner(field)
+    return _default_cleaner(field)
+
+
+_CLEANERS = tuple((f.name, _cleaner(f)) for f in _FIELDS)
+_DATETIME_INDEXES = tuple(
+    i for i, f in enumerate(_FIELDS) if f.get_internal_type() == "DateTimeField"
+)
+
+
+def clean_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The values the ledger would store for an event (unknown keys left out)."""
+    return {name: clean(event.get(name, _MISSING)) for name, clean in _CLEANERS}
+
+
+def _row(event: Mapping[str, Any], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
+    get = event.get
+    values = [clean(get(name, _MISSING)) for name, clean in _CLEANERS]
+    for index in _DATETIME_INDEXES:
+        values[index] = adapt(values[index])
+    return tuple(values)
+
+
+def _rows(events: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    adapt = connection.ops.adapt_datetimefield_value
+    return [_row(event, adapt) for event in events]
 
 
 def _columns() -> str:
@@ -61,26 +234,8 @@ def _copy_sql() -> tuple[str, str, str, str]:
     return create, copy, insert, f"DELETE FROM {STAGING_TABLE}"  # noqa: S608
 
 
-def _row(event: Mapping[str, Any]) -> tuple[Any, ...]:
-    adapt = connection.ops.adapt_datetimefield_value
-    return tuple(
-        adapt(event.get(name)) if name in _DATETIME_FIELDS else event.get(name, default)
-        for name, default in _DEFAULTS
-    )
-
-
-def write_events(events: Iterable[Mapping[str, Any]]) -> int:
-    """Insert a batch in one transaction; rows whose request_id is already in the ledger are
-    skipped (idempotent). Returns the number of events offered.
-
-    No ORM: bulk_create spent ~170 µs per row building model instances and SQL, a visible share
-    of a gateway worker's CPU (benchmarks/README.md). On PostgreSQL the batch goes through COPY:
-    Django's psycopg cursor binds parameters client-side, rendering every value into SQL text
-    in Python, which halved the sustained insert rate on a 10-million-row ledger.
-    """
-    rows = [_row(event) for event in events]
-    if not rows:
-        return 0
+def _insert(rows: Sequence[tuple[Any, ...]]) -> None:
+    """One transaction (a savepoint inside an enclosing one)."""
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             create, copy_sql, insert, empty = _copy_sql()
@@ -92,20 +247,116 @@ def write_events(events: Iterable[Mapping[str, Any]]) -> int:
             cursor.execute(empty)
         else:
             cursor.executemany(_insert_sql(), rows)
+
+
+def write_events(events: Iterable[Mapping[str, Any]]) -> int:
+    """Insert a batch, cleaned, in one transaction; rows whose request_id is already in the
+    ledger are skipped (idempotent). Returns the number of events offered.
+
+    No ORM: bulk_create spent ~170 µs per row building model instances and SQL, a visible share
+    of a gateway worker's CPU (benchmarks/README.md). On PostgreSQL the batch goes through COPY:
+    Django's psycopg cursor binds parameters client-side, rendering every value into SQL text
+    in Python, which halved the sustained insert rate on a 10-million-row ledger.
+    """
+    rows = _rows(events)
+    if rows:
+        _insert(rows)
     return len(rows)
 
 
-def write_events_reusing_connection(events: list[dict[str, Any]]) -> int:
+# --- a bad row costs only itself --------------------------------------------------------------
+
+# psycopg's own classes too: COPY runs on the raw psycopg cursor, outside Django's error wrapping.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+_ROW_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    ValueError,  # a value a driver cannot encode (UnicodeEncodeError among them)
+    TypeError,
+    OverflowError,
+)
+
+
+def is_row_error(error: BaseException) -> bool:
+    """Whether an error comes from a row's content (data exception or constraint violation,
+    SQLSTATE classes 22 and 23), not from the connection or the schema."""
+    if isinstance(error, CONNECTION_ERRORS):
+        return False
+    if isinstance(error, _ROW_ERRORS):
+        return True
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+
+
+def _describe(error: BaseException) -> str:
+    """The error's first line (PostgreSQL's DETAIL line repeats the row's values)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def write_events_isolating(events: Sequence[Mapping[str, Any]]) -> WriteResult:
+    """Like write_events, but a batch that fails because of a row's content is split in halves,
+    each written in its own transaction, down to the rows that fail alone: those come back as
+    rejected and every other row is written. Any other error (connection, schema) is raised,
+    and the caller keeps the whole batch for later (writes are idempotent)."""
+    result = WriteResult()
+    adapt = connection.ops.adapt_datetimefield_value
+    pairs: list[tuple[Mapping[str, Any], tuple[Any, ...]]] = []
+    for event in events:
+        try:
+            pairs.append((event, _row(event, adapt)))
+        except Exception as error:  # not a mapping, or a value even cleaning cannot take
+            result.rejected.append(Rejected(_as_dict(event), _describe(error)))
+    _write_halves(pairs, result)
+    return result
+
+
+def _as_dict(event: Any) -> dict[str, Any]:
+    """The event itself when it is a dict: callers find their rejected events by identity."""
+    if isinstance(event, dict):
+        return event
+    return dict(event) if isinstance(event, Mapping) else {"value": _as_text(event)}
+
+
+def _write_halves(
+    pairs: list[tuple[Mapping[str, Any], tuple[Any, ...]]], result: WriteResult
+) -> None:
+    if not pairs:
+        return
+    try:
+        _insert([row for _, row in pairs])
+    except Exception as error:
+        if not is_row_error(error):
+            raise
+        if len(pairs) == 1:
+            result.rejected.append(Rejected(_as_dict(pairs[0][0]), _describe(error)))
+            return
+        middle = len(pairs) // 2
+        _write_halves(pairs[:middle], result)
+        _write_halves(pairs[middle:], result)
+        return
+    result.written += len(pairs)
+
+
+def write_events_reusing_connection(events: list[dict[str, Any]]) -> WriteResult:
     """For the gateway's one ledger-writer thread: keeps the thread's connection open between
     batches (opening one per batch cost milliseconds), and retries a batch once on a fresh
     connection when the kept one has gone bad (database restarted, idle timeout). A second
-    failure is raised, and the caller spools the batch.
+    failure is raised, and the caller spools the batch. Rows refused for their content come
+    back in the result (the caller dead-letters them).
     """
     try:
-        return write_events(events)
-    except (OperationalError, InterfaceError):  # not IntegrityError / DataError: no use retrying
+        return write_events_isolating(events)
+    except CONNECTION_ERRORS:
         connection.close()
-        return write_events(events)
+        return write_events_isolating(events)
 
 
 def close_connection() -> None:

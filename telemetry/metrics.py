@@ -12,6 +12,8 @@ Series (counters end in `_total` on the wire). L = organization, team, key, mode
   upstream attempt on); gateway_overhead_seconds (no labels; see below)
 - gauges gateway_budget_spent_usd / _limit_usd / _remaining_usd
   {budget, organization, scope, owner, period, models}
+- gauges gateway_usage_spooled_events / gateway_usage_dead_letter_events (no labels): usage
+  events waiting on this host's disk (UsageBacklogCollector)
 
 `model` is the model that answered (or, for a refusal, the model asked for). Money is counted in
 integer micro-dollars everywhere else; it becomes float dollars only here, at exposition.
@@ -403,6 +405,45 @@ class BudgetCollector(Collector):
         )
 
 
+# --- usage backlog (scrape time) -------------------------------------------------------------
+
+
+class UsageBacklogCollector(Collector):
+    """Usage events waiting on this host's disk (GATEWAY_SPOOL_DIR, telemetry/spool.py): in the
+    spool for the ledger database, and dead-lettered (refused by the ledger, see the admin).
+    Counted incrementally, so a scrape reads only what was appended since the last one."""
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from pathlib import Path
+
+        from telemetry import spool
+
+        spooled, dead = families = self._families()
+        try:
+            backlog = spool.backlog(Path(settings.GATEWAY_SPOOL_DIR))
+        except OSError:
+            logger.warning("usage backlog gauges unavailable", exc_info=True)
+            return []
+        spooled.add_metric([], backlog.spooled)
+        dead.add_metric([], backlog.dead)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "gateway_usage_spooled_events", "Usage events in the spool, waiting for the ledger."
+            ),
+            GaugeMetricFamily(
+                "gateway_usage_dead_letter_events",
+                "Usage events the ledger refused, kept as dead letters.",
+            ),
+        )
+
+
 # --- exposition ------------------------------------------------------------------------------
 
 
@@ -418,15 +459,43 @@ def scrape_registry() -> CollectorRegistry:
     else:
         registry.register(REGISTRY)
     registry.register(BudgetCollector())
+    registry.register(UsageBacklogCollector())
+    # Imported here: the proxy imports this module, and needs none of the audit watch.
+    from telemetry.audit_watch import AuditChainCollector
+
+    registry.register(AuditChainCollector())
     return registry
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics (Prometheus text format). With GATEWAY_METRICS_TOKEN set, it needs
-    `Authorization: Bearer <token>` (spend by team and key is not for everyone)."""
-    token = settings.GATEWAY_METRICS_TOKEN
-    if token and not constant_time_compare(
-        request.headers.get("authorization", ""), f"Bearer {token}"
-    ):
-        return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain")
+    """GET /metrics (Prometheus text format): the names and spend of every team and key, so
+    not for everyone. It takes `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` or a staff
+    login; without a token configured it is open only with DEBUG on."""
+    refusal = _metrics_refusal(request)
+    if refusal is not None:
+        return refusal
     return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    token = settings.GATEWAY_METRICS_TOKEN
+    if token and constant_time_compare(request.headers.get("authorization", ""), f"Bearer {token}"):
+        return None
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return None
+    if token:
+        refusal = _plain("metrics need a bearer token\n", 401)
+        refusal["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return refusal
+    if settings.DEBUG:
+        return None
+    return _plain(
+        "metrics are closed: set GATEWAY_METRICS_TOKEN and scrape with "
+        "`Authorization: Bearer <token>`, or sign in to the admin as staff\n",
+        403,
+    )
+
+
+def _plain(text: str, status: int) -> HttpResponse:
+    return HttpResponse(text, status=status, content_type="text/plain")

@@ -16,6 +16,12 @@ quiet counter (s0 == s1) that sets the settled value to the ledger's exactly.
 A missing counter is left missing: the next admission seeds it from the ledger. A Redis lock
 keeps two workers from applying the same correction twice. Without REDIS_URL the counters live
 inside the gateway process, out of reach; the report then holds the ledger figures only.
+
+While usage events wait outside the ledger (spooled while the database was down, dead-lettered,
+or queued in a gateway that is far behind), the ledger is short of spend that did happen: a
+counter above it may be right. Then only corrections that raise a counter are applied; the
+lowering ones are reported as held. Gateways advertise their backlog in Redis (telemetry/spool.py,
+`<prefix>:usage-backlog:<host>:<pid>`, with a TTL); the spool dir of this host is read too.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 from django.conf import settings
 from django.utils import timezone
 
 from governance.models import Budget
-from telemetry import periods
+from telemetry import periods, spool
 
 logger = logging.getLogger("gateway.reconcile")
 
@@ -61,6 +68,7 @@ class CounterCheck:
     reserved_micros: int = 0
     drift_micros: int = 0  # counter minus ledger, as far as it is certain
     repaired: bool = False
+    held: bool = False  # a lowering not applied: usage events wait outside the ledger
 
 
 @dataclass
@@ -68,10 +76,17 @@ class ReconcileReport:
     shared_store: bool
     skipped: bool = False  # another worker holds the lock
     checks: list[CounterCheck] = field(default_factory=list)
+    # Events waiting outside the ledger, by where they wait ("local" or a gateway's host:pid).
+    backlog: dict[str, int] = field(default_factory=dict)
 
     @property
     def drifts(self) -> list[CounterCheck]:
         return [check for check in self.checks if check.drift_micros]
+
+    @property
+    def lowering_held(self) -> bool:
+        """Only raising corrections are applied (see the module docstring)."""
+        return bool(self.backlog)
 
 
 @dataclass
@@ -114,7 +129,7 @@ def reconcile_budgets(
     now = now or timezone.now()
     targets = _targets(budget_ids, now)
     if not settings.REDIS_URL and client is None:
-        report = ReconcileReport(shared_store=False)
+        report = ReconcileReport(shared_store=False, backlog=_backlog(None))
         report.checks = [
             CounterCheck(t.budget.pk, t.label, ledger_micros=_ledger(t)) for t in targets
         ]
@@ -132,6 +147,21 @@ def reconcile_budgets(
             client.close()
 
 
+def _backlog(client: redis.Redis | None) -> dict[str, int]:
+    """Usage events waiting outside the ledger: in this host's spool dir, and as advertised by
+    every gateway in Redis."""
+    found: dict[str, int] = {}
+    local = spool.backlog(Path(settings.GATEWAY_SPOOL_DIR)).total
+    if local:
+        found["local"] = local
+    if client is not None:
+        prefix = settings.GATEWAY_COUNTER_PREFIX
+        for gateway, backlog in spool.advertised_backlogs(client, prefix).items():
+            if backlog.total:
+                found[gateway] = backlog.total
+    return found
+
+
 def _read(client: redis.Redis, keys: Sequence[str]) -> list[tuple[int | None, int]]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -146,13 +176,25 @@ def _reconcile(
     client: redis.Redis, targets: list[_Target], *, repair: bool, pause_seconds: float
 ) -> ReconcileReport:
     keys = [counter_key(t.budget.pk, t.label) for t in targets]
+    # Read before and after the ledger: an event replayed from a spool in between would leave
+    # no backlog at the end, yet be missing from the figures read.
+    backlog = _backlog(client)
     before = _read(client, keys)
     if pause_seconds > 0:
         time.sleep(pause_seconds)  # let events settled before the first read reach the ledger
     figures = [_ledger(t) for t in targets]
     after = _read(client, keys)
+    for source, events in _backlog(client).items():
+        backlog[source] = max(events, backlog.get(source, 0))
     correct = client.register_script(CORRECT_LUA)
-    report = ReconcileReport(shared_store=True)
+    report = ReconcileReport(shared_store=True, backlog=backlog)
+    if backlog and repair:
+        logger.warning(
+            "%d usage events wait outside the ledger (%s): counters are only raised, "
+            "not lowered, in this reconciliation",
+            sum(backlog.values()),
+            ", ".join(sorted(backlog)),
+        )
     for target, key, ledger, (s0, r0), (s1, _) in zip(
         targets, keys, figures, before, after, strict=True
     ):
@@ -174,7 +216,9 @@ def _reconcile(
             ledger,
             check.drift_micros,
         )
-        if repair:
+        if repair and check.drift_micros > 0 and report.lowering_held:
+            check.held = True
+        elif repair:
             check.repaired = correct(keys=[key], args=[-check.drift_micros]) is not None
     return report
 

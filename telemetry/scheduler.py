@@ -65,6 +65,24 @@ def _datadog() -> object:
     return push_datadog_metrics()
 
 
+def _audit_anchor() -> object:
+    from telemetry.audit_watch import export_anchor
+
+    return export_anchor()
+
+
+def _audit_verify() -> object:
+    from telemetry.audit_watch import verify_and_alert
+
+    return verify_and_alert()
+
+
+def _policy_outbox() -> object:
+    from governance.outbox import run_policy_outbox
+
+    return run_policy_outbox()
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     name: str
@@ -81,6 +99,11 @@ JOBS: tuple[Job, ...] = (
     Job("reconcile", _reconcile, 3600, 300),
     Job("retention", _retention, 86400, 600),
     Job("datadog", _datadog, 60, 35),
+    # The audit chain's head, exported outside the database; then the whole chain, verified.
+    Job("audit_anchor", _audit_anchor, 300, 55),
+    Job("audit_verify", _audit_verify, 3600, 120),
+    # Publishes policy changes whose version bump failed (Redis down at commit).
+    Job("policy_outbox", _policy_outbox, 5, 5),
 )
 JOBS_BY_NAME = {job.name: job for job in JOBS}
 

@@ -62,9 +62,33 @@ def evaluate_alerts() -> int:
     return run_alerts()
 
 
+@_task("telemetry.tasks.export_audit_anchor")
+def export_audit_anchor() -> Any:
+    """Append the audit chain's head to the anchor file outside the database, and log it."""
+    from telemetry.audit_watch import export_anchor
+
+    return plain(export_anchor())
+
+
+@_task("telemetry.tasks.verify_audit_chain")
+def verify_audit_chain() -> Any:
+    """Verify the audit chain; alert every enabled channel once per distinct break."""
+    from telemetry.audit_watch import verify_and_alert
+
+    return plain(verify_and_alert())
+
+
 @_task("telemetry.tasks.push_datadog_metrics")
 def push_datadog_metrics() -> Any:
     """Send new spend, token and budget figures to Datadog (does nothing without DD_API_KEY)."""
     from telemetry.exporters.datadog import push_datadog_metrics as push
 
     return plain(push())
+
+
+@_task("telemetry.tasks.publish_policy_changes")
+def publish_policy_changes() -> Any:
+    """Publish policy changes whose version bump failed at commit; prune old published ones."""
+    from governance.outbox import run_policy_outbox
+
+    return plain(run_policy_outbox())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -9,13 +10,20 @@ from governance import policy
 
 
 @pytest.fixture(autouse=True)
-def _fresh_caches() -> Iterator[None]:
-    """Each test starts with no cached policy and an empty shared cache."""
-    policy.local_cache.clear()
+def _own_audit_anchor_file(settings: Any, tmp_path: Path) -> None:
+    """Audit anchors written by one test (or a local gateway) never reach another's chain."""
+    settings.GATEWAY_AUDIT_ANCHOR_FILE = str(tmp_path / "audit-anchors.jsonl")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Each test starts with an empty shared cache and a policy version no earlier test saw.
+
+    Gateways started by a test build their own snapshots (proxy.snapshots.Snapshots), which
+    start empty; the new version makes any running elsewhere reload theirs.
+    """
     cache.clear()
-    policy.invalidate_all()  # a version no earlier test has seen, in the cache or the file
-    yield
-    policy.local_cache.clear()
+    policy.invalidate_all()  # in the cache or the file
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

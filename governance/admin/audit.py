@@ -42,7 +42,7 @@ class AuditEventAdmin(ModelAdminBase[AuditEvent]):
         (None, {"fields": ("created_at", "actor", "actor_user", "verb", "note")}),
         ("Subject", {"fields": ("subject_type", "subject_id", "subject_repr")}),
         ("What changed", {"fields": ("changes", "before_json", "after_json")}),
-        ("Hash chain", {"fields": ("prev_hash", "hash"), "classes": ("collapse",)}),
+        ("Hash chain", {"fields": ("prev_hash", "hash", "hash_version"), "classes": ("collapse",)}),
     )
     readonly_fields = (
         "created_at",
@@ -58,6 +58,7 @@ class AuditEventAdmin(ModelAdminBase[AuditEvent]):
         "after_json",
         "prev_hash",
         "hash",
+        "hash_version",
     )
 
     # Append-only: the rows are evidence, so nobody edits or deletes them here.

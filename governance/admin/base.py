@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, transaction
 from django.forms import BaseForm, BaseModelFormSet
@@ -38,6 +40,53 @@ M = TypeVar("M", bound=models.Model)
 F = TypeVar("F", bound=BaseForm)
 
 _SERVICE_ERROR_ATTR = "_governance_service_error"
+
+
+class ListColumn(Protocol):
+    """A changelist column that an app above governance adds to a governance admin list.
+
+    Governance imports nothing from those apps (telemetry's "budget used" column, for one):
+    they register their columns here from their AppConfig.ready, and ServiceModelAdmin
+    shows them.
+    """
+
+    @property
+    def name(self) -> str:
+        """The list_display entry, and so the cells' `field-<name>` CSS class."""
+
+    @property
+    def after(self) -> str:
+        """The list_display entry the column follows (the end of the list if it is absent)."""
+
+    @property
+    def cell(self) -> Callable[[Any], str]:
+        """One row's cell, described with admin.display (its description is the header)."""
+
+    def prepare(self, rows: Sequence[Any]) -> None:
+        """Run once on the page's rows before any cell, so a page costs one query, not one a row."""
+
+
+_LIST_COLUMNS: dict[type[models.Model], list[ListColumn]] = {}
+
+
+def add_list_column(model: type[models.Model], column: ListColumn) -> None:
+    """Show `column` on the changelist of `model`'s ServiceModelAdmin (once, whatever calls it)."""
+    columns = _LIST_COLUMNS.setdefault(model, [])
+    columns[:] = [kept for kept in columns if kept.name != column.name]
+    columns.append(column)
+
+
+def list_columns(model: type[models.Model]) -> tuple[ListColumn, ...]:
+    return tuple(_LIST_COLUMNS.get(model, ()))
+
+
+class PreparedChangeList(ChangeList):
+    """A changelist that lets the registered columns prepare the page's rows."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        for column in list_columns(self.model):
+            column.prepare(self.result_list)
 
 
 def actor_for(request: HttpRequest) -> Actor:
@@ -89,6 +138,29 @@ class ServiceModelAdmin(ModelAdminBase[M], Generic[M]):
 
     # Django 6 makes https the default; provider and MCP URLs are https nearly always.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        names = list(super().get_list_display(request))
+        for column in list_columns(self.model):
+            at = names.index(column.after) + 1 if column.after in names else len(names)
+            names.insert(at, column.name)
+        return names
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        if list_columns(self.model):
+            return PreparedChangeList
+        return super().get_changelist(request, **kwargs)
+
+    if not TYPE_CHECKING:
+        # The admin finds a list_display entry that is not a model field as an attribute of
+        # the ModelAdmin; a registered column's cell is found here. Hidden from the type
+        # checker, which would otherwise accept any attribute of every admin.
+        def __getattr__(self, name: str) -> Any:
+            model = self.__dict__.get("model")
+            for column in list_columns(model) if model is not None else ():
+                if column.name == name:
+                    return column.cell
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def save_model(self, request: HttpRequest, obj: M, form: Any, change: Any) -> None:
         common.save_instance(obj, actor=actor_for(request))

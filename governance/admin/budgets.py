@@ -12,7 +12,6 @@ from governance.admin.base import ServiceModelAdmin, TabularInlineBase
 from governance.forms import BudgetForm, ParentAwareInlineFormSet
 from governance.models import Budget
 from governance.money import format_usd
-from telemetry.dashboards.admin_columns import BudgetUseColumn
 
 INLINE_FIELDS = (
     "amount_usd",
@@ -76,13 +75,12 @@ class KeyBudgetInline(BudgetInline):
 
 
 @admin.register(Budget)
-class BudgetAdmin(BudgetUseColumn, ServiceModelAdmin[Budget]):
+class BudgetAdmin(ServiceModelAdmin[Budget]):
     form = BudgetForm
     list_display = (
         "scope",
         "organization",
         "amount",
-        "budget_use",
         "period",
         "models",
         "providers",

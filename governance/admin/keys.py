@@ -29,7 +29,6 @@ from governance.forms import RevokeKeysForm, RotateKeysForm, VirtualKeyAddForm
 from governance.models import VirtualKey
 from governance.services import keys
 from governance.services.keys import IssuedKey
-from telemetry.dashboards.admin_columns import BudgetUseColumn
 
 ISSUED_TEMPLATE = "admin/governance/virtualkey/issued_secrets.html"
 CONFIRM_TEMPLATE = "admin/governance/virtualkey/confirm_key_action.html"
@@ -140,8 +139,7 @@ class SubKeyInline(KeyListInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(BudgetUseColumn, ServiceModelAdmin[VirtualKey]):
-    budget_owner = "key"
+class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
     list_display = (
         "__str__",
         "shown_prefix",
@@ -150,7 +148,6 @@ class VirtualKeyAdmin(BudgetUseColumn, ServiceModelAdmin[VirtualKey]):
         "project",
         "owner",
         "state",
-        "budget_use",
         "expires_at",
         "created_at",
     )

@@ -17,7 +17,6 @@ from governance.admin.budgets import (
 from governance.admin.keys import ProjectKeyInline, TeamKeyInline
 from governance.admin.limits import ModelPolicyInline, RateLimitInline
 from governance.models import Organization, Project, Team
-from telemetry.dashboards.admin_columns import BudgetUseColumn
 
 
 class TeamInline(TabularInlineBase[Team, Organization]):
@@ -46,7 +45,7 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
         "log_retention_days",
         "team_count",
     )
-    list_filter = ("admission_fail_mode",)
+    list_filter = ("admission_fail_mode", "unpriced_models")
     search_fields = ("name", "display_name")
     inlines = (TeamInline, ProjectInline, OrganizationBudgetInline)
 
@@ -65,9 +64,8 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
 
 
 @admin.register(Team)
-class TeamAdmin(BudgetUseColumn, ServiceModelAdmin[Team]):
-    budget_owner = "team"
-    list_display = ("name", "organization", "description", "key_count", "budget_use")
+class TeamAdmin(ServiceModelAdmin[Team]):
+    list_display = ("name", "organization", "description", "key_count")
     list_filter = ("organization",)
     list_select_related = ("organization",)
     search_fields = ("name", "description", "organization__name")

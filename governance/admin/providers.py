@@ -13,7 +13,7 @@ from governance.admin.base import ServiceModelAdmin, TabularInlineBase, actor_fo
 from governance.forms import CREDENTIAL_FIELDS, ModelPriceForm, ProviderForm
 from governance.models import Deployment, ModelPrice, ModelRoute, Provider
 from governance.money import format_usd
-from governance.services import common, providers
+from governance.services import providers
 from governance.services.prices import RATE_FIELDS
 
 
@@ -46,17 +46,12 @@ class ProviderAdmin(ServiceModelAdmin[Provider]):
         return ", ".join(names) or "none"
 
     def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: Any) -> None:
-        actor = actor_for(request)
-        # update_credentials saves the other fields too when it writes; when the credentials
-        # are unchanged it writes nothing, and the plain save below records the rest.
-        changed = providers.update_credentials(
-            actor=actor,
+        providers.save_provider(
+            actor=actor_for(request),
             provider=obj,
             updates=form.credential_updates(),
             remove=form.credentials_to_forget(),
         )
-        if not changed:
-            common.save_instance(obj, actor=actor)
 
 
 class DeploymentInline(TabularInlineBase[Deployment, ModelRoute]):

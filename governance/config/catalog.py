@@ -29,6 +29,11 @@ def apply_provider(ctx: Context, spec: ProviderSpec, path: Path) -> None:
     existing = Provider.objects.filter(name=spec.name).first()
     credentials = spec.credential_values()
     names = ", ".join(sorted(credentials))
+    if existing is not None and not credentials:
+        # Credentials in the file replace every stored one; none keeps them all, so they
+        # would follow a new base URL.
+        with ctx.pointing_at(path):
+            provider_service.check_base_url_change(existing, base_url=spec.base_url)
     provider = ctx.upsert(
         existing=existing,
         new=functools.partial(Provider, name=spec.name),

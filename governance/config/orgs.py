@@ -20,6 +20,8 @@ def apply_organization(ctx: Context, spec: OrganizationSpec, path: Path) -> None
             "timezone": spec.timezone,
             "admission_fail_mode": spec.admission_fail_mode,
             "log_retention_days": spec.log_retention_days,
+            "unpriced_models": spec.unpriced_models,
+            "unpriced_fallback_model": spec.unpriced_fallback_model,
         },
         kind="organization",
         label=spec.name,

@@ -201,6 +201,9 @@ class OrganizationSpec(Spec):
     timezone: str = "UTC"
     admission_fail_mode: Literal["open", "closed"] = "closed"
     log_retention_days: PositiveInt = 90
+    # A routed model without a price: refuse it (default) or price it by a fallback.
+    unpriced_models: Literal["refuse", "fallback"] = "refuse"
+    unpriced_fallback_model: Annotated[str, StringConstraints(max_length=200)] = ""
     budgets: list[BudgetSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     projects: list[ProjectSpec] = Field(default_factory=list)

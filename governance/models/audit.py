@@ -9,8 +9,9 @@ from django.db import models
 class AuditEvent(models.Model):
     """An append-only record of a governance change, chained to the previous one by hash.
 
-    `hash` = SHA-256 over the previous event's hash and this event's canonical content, so
-    editing or deleting any row breaks the chain (`manage.py verify_audit`).
+    `hash` covers the previous event's hash and this event's content (keyed with
+    GATEWAY_AUDIT_KEY since version 2), so editing or deleting any row breaks the chain
+    (`manage.py verify_audit`; governance/services/audit.py).
     """
 
     class Verb(models.TextChoices):
@@ -25,8 +26,15 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(db_index=True)
     actor = models.CharField(max_length=200, help_text="Who: a username, 'config', 'system'.")
+    # No constraint and no cascade: the id is part of the hashed content, so deleting the user
+    # must leave the column as it was (SET_NULL would rewrite, and so break, the chain).
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     verb = models.CharField(max_length=30, choices=Verb.choices)
     subject_type = models.CharField(max_length=100)
@@ -37,8 +45,8 @@ class AuditEvent(models.Model):
     note = models.TextField(blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
-    # 1: SHA-256 over the content without the actor (events written before the keyed chain);
-    # 2: HMAC-SHA256 with GATEWAY_AUDIT_KEY over every column (governance/services/audit.py).
+    # 1: SHA-256 over the content without actor_user_id (events written before the keyed
+    # chain); 2: HMAC-SHA256 with GATEWAY_AUDIT_KEY over every column.
     hash_version = models.PositiveSmallIntegerField(default=1)
 
     class Meta:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from governance import outbound
 from governance.models.base import TimestampedModel
 
 
@@ -34,6 +35,11 @@ class Provider(TimestampedModel):
     @property
     def has_credentials(self) -> bool:
         return bool(self.credentials_encrypted)
+
+    def clean(self) -> None:
+        # Admin, apply_config and the services all validate through here (full_clean).
+        if self.base_url:
+            outbound.check_field(self.base_url, "base_url")
 
 
 class ModelRoute(TimestampedModel):

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+DEFAULT_RESERVATION_TTL_SECONDS = 3600
+
 
 class CounterStoreUnavailable(Exception):
-    """The counter store could not be reached; the organization's fail mode decides."""
+    """The counter store could not answer (any error); the organization's fail mode decides."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +24,9 @@ class BudgetCharge:
 class RateKind(IntEnum):
     REQUESTS = 1  # refuse when count + 1 > limit
     TOKENS = 2  # refuse when the minute's count is already at the limit
-    CONCURRENT = 3  # refuse when count + 1 > limit; released after the response
+    # One slot per reservation id, held until settle or until the plan's reservation ttl; the
+    # charge's amount and ttl_seconds are not used.
+    CONCURRENT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +40,25 @@ class RateCharge:
 
 @dataclass(frozen=True, slots=True)
 class AdmissionPlan:
+    """Charges admitted together and settled together under one reservation id.
+
+    Each budget reservation and concurrency slot is recorded under `reservation_id` and expires
+    `reservation_ttl_seconds` after admission: a worker that dies before settling leaks nothing
+    for longer than that (the next admission on the counter reclaims it). Settle removes only
+    what is still recorded, so settling twice, or after the reservation expired, never releases
+    it twice. Several plans may share one id (a request's extra provider budgets at failover)
+    as long as they name different counters. Callers pass the request id; a plan without one
+    gets a random id, so that plans built without it never share a slot or a reservation.
+    """
+
     budgets: tuple[BudgetCharge, ...] = ()
     rates: tuple[RateCharge, ...] = ()
+    reservation_id: str = ""
+    reservation_ttl_seconds: int = DEFAULT_RESERVATION_TTL_SECONDS
+
+    def __post_init__(self) -> None:
+        if not self.reservation_id:
+            object.__setattr__(self, "reservation_id", secrets.token_hex(16))
 
 
 class Outcome(IntEnum):
@@ -66,7 +88,8 @@ class CounterStore(Protocol):
     async def settle(
         self, plan: AdmissionPlan, *, cost_micros: int, tokens: int, release: bool = True
     ) -> None:
-        """Replace each reservation by the actual cost; correct token counts; free slots."""
+        """Add the cost to each budget and drop the plan's reservation there if still held
+        (idempotent for reservations); correct token counts; free the plan's slots."""
 
     async def seed_budget(self, key: str, spent_micros: int, ttl_seconds: int) -> None:
         """Create a budget counter from the ledger unless another process already did."""

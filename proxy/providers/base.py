@@ -23,8 +23,19 @@ DROPPED_REQUEST_HEADERS = frozenset(
         "accept-encoding",
         "cookie",
         "expect",
+        # What a load balancer or the client says about the client's address and scheme is
+        # nobody's business upstream (and would leak internal addresses).
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "via",
     }
 )
+DROPPED_REQUEST_PREFIXES = ("x-forwarded-",)
 
 
 @dataclass(frozen=True, slots=True)

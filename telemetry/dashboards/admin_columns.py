@@ -2,27 +2,29 @@
 
 The changelist measures every budget on the page at once (telemetry.dashboards.utilisation:
 one period-record query, then one small ledger aggregate per budget, or one rollup read shared
-by budgets without a record yet) and hangs the result on each row, so the column itself runs
+by budgets without a record yet) and hangs the result on each row, so the cell itself runs
 no query.
 
-This module imports nothing from governance.admin, so governance.admin can import it.
+Governance's admin imports nothing from telemetry: TelemetryConfig.ready adds the columns
+through governance.admin.base.add_list_column.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Literal
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model
-from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from governance.models import Budget
+from governance.admin.base import add_list_column
+from governance.models import Budget, Team, VirtualKey
 from governance.money import format_usd
 from telemetry.dashboards.utilisation import WARN_PERCENT, BudgetUse, budget_use, budgets_of
+
+Owner = Literal["budget", "team", "key"]
 
 _ATTR = "_telemetry_budget_use"
 COLOURS = {"ok": "#16a34a", "warn": "#d97706", "over": "#dc2626"}
@@ -33,29 +35,26 @@ SOURCES = {
 }
 
 
-class BudgetUseChangeList(ChangeList):
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        attach = getattr(self.model_admin, "attach_budget_use", None)
-        if attach is not None:
-            attach(self.result_list)
+def add_budget_use_columns() -> None:
+    """Put the column on the budget, team and key lists, where it always stood."""
+    add_list_column(Budget, BudgetUseColumn("budget", after="amount"))
+    add_list_column(Team, BudgetUseColumn("team", after="key_count"))
+    add_list_column(VirtualKey, BudgetUseColumn("key", after="state"))
 
 
 class BudgetUseColumn:
-    """Mix into a ModelAdmin (before the ModelAdmin base) and add "budget_use" to list_display.
+    """The "budget used" column of one list: `owner` names what its rows are."""
 
-    `budget_owner` names what the rows are: "budget" (the rows are budgets), "team" or "key".
-    """
+    name = "budget_use"
 
-    budget_owner = "budget"
+    def __init__(self, owner: Owner, *, after: str) -> None:
+        self.owner: Owner = owner
+        self.after = after
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return BudgetUseChangeList
-
-    def attach_budget_use(self, rows: Sequence[Model]) -> None:
-        if self.budget_owner == "budget":
+    def prepare(self, rows: Sequence[Model]) -> None:
+        if self.owner == "budget":
             budgets = [row for row in rows if isinstance(row, Budget)]
-        elif self.budget_owner == "team":
+        elif self.owner == "team":
             budgets = budgets_of(teams=[row.pk for row in rows])
         else:
             budgets = budgets_of(keys=[row.pk for row in rows])
@@ -66,20 +65,20 @@ class BudgetUseColumn:
                 "budget": budget.pk,
                 "team": budget.team_id,
                 "key": budget.virtual_key_id,
-            }[self.budget_owner]
+            }[self.owner]
             if owner is not None:
                 by_row.setdefault(owner, []).append(uses[budget.pk])
         for row in rows:
             setattr(row, _ATTR, by_row.get(row.pk, []))
 
     @admin.display(description="budget used")
-    def budget_use(self, obj: Model) -> str:
+    def cell(self, obj: Model) -> str:
         uses: list[BudgetUse] | None = getattr(obj, _ATTR, None)
         if uses is None:
             return "-"  # not on a changelist page (e.g. a read-only field elsewhere)
         if not uses:
             return "no budget"
-        labels = self.budget_owner != "budget" and len(uses) > 1
+        labels = self.owner != "budget" and len(uses) > 1
         return use_bars(uses, labels=labels)
 
 

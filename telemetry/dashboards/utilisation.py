@@ -8,7 +8,8 @@ model, sub-keys included), so it matches enforcement. A budget with no record ye
 not run since it was created) is measured from rollups when its conditions are rollup
 dimensions, and from the ledger otherwise.
 
-Forecasts use the last 7 days of hourly rollups, read for all budgets in one query.
+Forecasts use the last 7 days through the current hour (rollups plus the ledger rows not rolled
+up yet), read for all budgets at once.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from governance import periods
 from governance.models import Budget, VirtualKey
-from telemetry import ledger, rollups
-from telemetry.models import BudgetPeriodRecord, SpendRollup
+from telemetry import forecasts, ledger, rollups
+from telemetry.models import BudgetPeriodRecord
 
 # The same window as the burn-rate alerts (telemetry/alerts.py), so the dashboard's date and an
 # alert's date agree.
@@ -197,16 +198,19 @@ class _RollupSpend:
 def with_forecasts(uses: Mapping[int, BudgetUse]) -> dict[int, BudgetUse]:
     """The same uses with the 7-day spend and the forecast exhaustion time filled in.
 
-    The last 7 days are read from hour rollups of the budgets' organizations in one query,
-    grouped by dimension; each budget then picks its cells in Python. The model is the served
-    model there (the ledger's routed model is not a rollup dimension), which is close enough
-    for a rate.
+    The last 7 days, through the current hour, are read for all the budgets' organizations in
+    one read (telemetry.rollups.recent_costs: rollup cells plus the ledger rows not rolled up
+    yet), grouped by dimension; each budget then picks its cells in Python. The window is the
+    whole hours of the last 7 days and the current hour so far, the same as the burn-rate
+    alerts' but for the part of an hour a week ago. The model is the served model there (the
+    ledger's routed model is not a rollup dimension of these reads), which is close enough for a
+    rate.
     """
     if not uses:
         return {}
     now = max(use.measured_at for use in uses.values())
-    end = now.replace(minute=0, second=0, microsecond=0)
-    cells = _recent_cells({use.budget.organization_id for use in uses.values()}, end)
+    organization_ids = {use.budget.organization_id for use in uses.values()}
+    cells = list(rollups.recent_costs(organization_ids, now - FORECAST_WINDOW, now).items())
     sub_keys = _sub_keys({use.budget.virtual_key_id for use in uses.values()} - {None})
     index = _index_cells(cells)
     result = {}
@@ -217,35 +221,7 @@ def with_forecasts(uses: Mapping[int, BudgetUse]) -> dict[int, BudgetUse]:
     return result
 
 
-Cell = tuple[int, int, int, int, str, str]  # org, team, project, key, model, provider
-
-
-def _recent_cells(organization_ids: Iterable[int], end: dt.datetime) -> list[tuple[Cell, int]]:
-    rows = (
-        SpendRollup.objects.filter(
-            granularity=SpendRollup.Granularity.HOUR,
-            organization_id__in=list(organization_ids),
-            bucket_start__gte=end - FORECAST_WINDOW,
-            bucket_start__lt=end,
-        )
-        .values("organization_id", "team_id", "project_id", "key_id", "model", "provider")
-        .annotate(cost=Sum("cost_micros"))
-        .order_by()
-    )
-    return [
-        (
-            (
-                row["organization_id"],
-                row["team_id"],
-                row["project_id"],
-                row["key_id"],
-                row["model"],
-                row["provider"],
-            ),
-            int(row["cost"] or 0),
-        )
-        for row in rows
-    ]
+Cell = rollups.RateCell  # org, team, project, key, model, provider
 
 
 CellIndex = dict[tuple[str, int, int], list[tuple[Cell, int]]]
@@ -318,14 +294,13 @@ def _exhaustion(use: BudgetUse, recent: int) -> dt.datetime | None:
     remaining = use.limit_micros - use.spent_micros
     if remaining <= 0:
         return use.measured_at
-    if recent <= 0:
-        return None
-    window = int(FORECAST_WINDOW.total_seconds())
-    seconds_left = -(-remaining * window // recent)  # ceiling, in integers
-    end = use.period.end or use.measured_at + LIFETIME_HORIZON
-    if seconds_left >= (end - use.measured_at).total_seconds():
-        return None
-    return use.measured_at + dt.timedelta(seconds=seconds_left)
+    return forecasts.exhaustion_at(
+        now=use.measured_at,
+        remaining_micros=remaining,
+        window_spent_micros=recent,
+        window=FORECAST_WINDOW,
+        horizon=use.period.end or use.measured_at + LIFETIME_HORIZON,
+    )
 
 
 def budgets_of(

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.db import models
 
+from governance import crypto, outbound
+
 
 class AlertChannel(models.Model):
-    """Where an organization's budget alerts go."""
+    """Where an organization's budget alerts go.
+
+    A webhook URL is a secret (Slack's carry their token in the path), so it is kept
+    Fernet-encrypted in `secret_target` and `target` holds email addresses only. A URL assigned
+    to `target` (by the admin form, or `AlertChannel(kind="slack", target=url)`) is encrypted
+    into `secret_target` on save; a blank `target` keeps the stored URL.
+    """
 
     class Kind(models.TextChoices):
         WEBHOOK = "webhook", "Generic JSON webhook"
@@ -16,7 +26,12 @@ class AlertChannel(models.Model):
     organization_id = models.BigIntegerField(db_index=True)
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    target = models.CharField(max_length=500, help_text="Webhook URL or email address.")
+    target = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Email addresses. A webhook URL is stored encrypted in secret_target.",
+    )
+    secret_target = models.TextField(blank=True, default="", editable=False)
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -27,6 +42,24 @@ class AlertChannel(models.Model):
     def __str__(self) -> str:
         return f"{self.kind}: {self.name}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._seal()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "target" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "secret_target"}
+        super().save(*args, **kwargs)
+
+    @property
+    def is_webhook(self) -> bool:
+        return self.kind in (self.Kind.WEBHOOK, self.Kind.SLACK)
+
+    def destination(self) -> str:
+        """The email addresses, or the webhook URL in clear (a URL not saved yet, else the
+        stored one). Raises ImproperlyConfigured if the stored URL cannot be decrypted."""
+        if self.is_webhook and not self.target:
+            return crypto.decrypt_credentials(self.secret_target).get("url", "")
+        return self.target
+
     def clean(self) -> None:
         from telemetry.channels import email_addresses
 
@@ -36,12 +69,28 @@ class AlertChannel(models.Model):
                 raise ValidationError({"target": "give one or more email addresses"})
             for address in addresses:
                 validate_email(address)
-        elif self.kind in (self.Kind.WEBHOOK, self.Kind.SLACK):
-            try:
-                URLValidator(schemes=["http", "https"])(self.target)
-            except ValidationError as exc:
-                # The message would repeat the URL, which may hold a token.
-                raise ValidationError({"target": "enter an http(s) webhook URL"}) from exc
+        elif self.is_webhook:
+            self._clean_url()
+
+    def _clean_url(self) -> None:
+        try:
+            url = self.destination()
+        except ImproperlyConfigured as exc:
+            raise ValidationError({"target": "enter the webhook URL again"}) from exc
+        try:
+            URLValidator(schemes=["http", "https"])(url)
+        except ValidationError as exc:
+            # The message would repeat the URL, which may hold a token.
+            raise ValidationError({"target": "enter an http(s) webhook URL"}) from exc
+        outbound.check_field(url, "target")
+
+    def _seal(self) -> None:
+        """Move a URL given in `target` into `secret_target`, encrypted."""
+        if not self.is_webhook:
+            self.secret_target = ""
+        elif self.target:
+            self.secret_target = crypto.encrypt_credentials({"url": self.target})
+            self.target = ""
 
 
 class AlertEvent(models.Model):

@@ -33,6 +33,8 @@ class Reply:
     drop_after: int | None = None  # deltas sent before the connection is cut
     chunk_delay: float = 0.0
     deltas: int = 3
+    truncate_body: bool = False  # JSON: promise the whole body, send half, cut the connection
+    redirect_to: str | None = None  # answer 307 with this Location instead
 
 
 @dataclass
@@ -93,6 +95,8 @@ class FakeAnthropic:
         model = reply.model or payload.get("model", "claude-sonnet-4-6")
         if request.path.endswith("/count_tokens"):
             return web.json_response({"input_tokens": reply.input_tokens})
+        if reply.redirect_to is not None:
+            raise web.HTTPTemporaryRedirect(reply.redirect_to)
         if reply.status != 200:
             return web.json_response(
                 {
@@ -103,6 +107,8 @@ class FakeAnthropic:
                 status=reply.status,
                 headers={"request-id": "req_fake_error"},
             )
+        if not payload.get("stream") and reply.truncate_body:
+            return await self._truncated(request, reply, model)
         if not payload.get("stream"):
             return web.json_response(
                 {
@@ -118,6 +124,21 @@ class FakeAnthropic:
                 headers={"request-id": "req_fake_1"},
             )
         return await self._stream(request, reply, model)
+
+    async def _truncated(
+        self, request: web.Request, reply: Reply, model: str
+    ) -> web.StreamResponse:
+        body = json.dumps(
+            {"id": "msg_fake", "type": "message", "model": model, "usage": self._usage(reply)}
+        ).encode()
+        response = web.StreamResponse(
+            headers={"content-type": "application/json", "content-length": str(len(body))}
+        )
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.abort()
+        return response
 
     async def _stream(self, request: web.Request, reply: Reply, model: str) -> web.StreamResponse:
         response = web.StreamResponse(

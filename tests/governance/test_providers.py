@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from django.core.exceptions import ImproperlyConfigured
-from django.test import override_settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.test import Client, override_settings
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from governance import crypto, policy, snapshots
+from governance.config import applier
+from governance.config.errors import ConfigError
 from governance.models import AuditEvent, Deployment, ModelRoute, Provider
 from governance.services import audit, common, providers
 from tests import factories
@@ -188,3 +192,212 @@ def test_provider_snapshot_never_contains_the_ciphertext(provider: Provider) -> 
 
     assert audit.snapshot(row)["credentials_encrypted"] == "set"
     assert row.credentials_encrypted not in json.dumps(audit.snapshot(row))
+
+
+# --- outbound guard: where a base URL may point ------------------------------------------------
+
+FORBIDDEN_BASE_URLS = [
+    "http://127.0.0.1:8080",
+    "http://169.254.169.254/latest/meta-data",
+    "http://10.0.0.1",
+    "http://localhost:9000",  # a name that resolves to loopback
+    "http://[::1]:8080",
+]
+
+
+@pytest.mark.parametrize("base_url", FORBIDDEN_BASE_URLS)
+def test_a_base_url_on_a_non_public_address_is_refused(settings: Any, base_url: str) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+    provider = Provider(name="inside", kind="anthropic", base_url=base_url)
+
+    with pytest.raises(ValidationError) as refused:
+        common.save_instance(provider, actor=factories.TEST_ACTOR)
+
+    assert "GATEWAY_OUTBOUND_ALLOWED_NETWORKS" in str(refused.value.message_dict["base_url"])
+    assert not Provider.objects.filter(name="inside").exists()
+
+
+def test_a_base_url_in_an_allow_listed_network_is_accepted(settings: Any) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = ["10.20.0.0/16"]
+
+    common.save_instance(
+        Provider(name="self-hosted", kind="anthropic", base_url="http://10.20.3.4:8000"),
+        actor=factories.TEST_ACTOR,
+    )
+
+    assert Provider.objects.filter(name="self-hosted").exists()
+
+
+def test_the_refusal_does_not_echo_the_base_url(settings: Any) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+    provider = Provider(name="inside", kind="anthropic", base_url="http://127.0.0.1/tok-123456")
+
+    with pytest.raises(ValidationError) as refused:
+        common.save_instance(provider, actor=factories.TEST_ACTOR)
+
+    assert "tok-123456" not in str(refused.value)
+
+
+def test_the_admin_refuses_a_metadata_base_url(admin_client: Client, settings: Any) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+
+    response = admin_client.post(
+        "/admin/governance/provider/add/",
+        {**provider_form(base_url="http://169.254.169.254/latest"), "api_key": FIRST},
+    )
+
+    assert response.status_code == 200
+    assert "169.254.169.254 is a loopback, private, link-local" in response.content.decode()
+    assert not Provider.objects.filter(name="admin-made").exists()
+
+
+def test_apply_config_refuses_a_private_base_url(tmp_path: Path, settings: Any) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+    path = config_file(tmp_path, base_url="http://10.0.0.1:8000")
+
+    with pytest.raises(ConfigError) as refused:
+        applier.apply_file(path, env={})
+
+    assert "providers[0].base_url: 10.0.0.1 is a loopback, private" in str(refused.value)
+    assert not Provider.objects.filter(name="from-file").exists()
+
+
+# --- a new base URL needs the credentials again ------------------------------------------------
+
+NEW_HOST = "https://llm-proxy.example.com"
+
+
+def with_key(provider: Provider) -> Provider:
+    providers.set_credentials(
+        actor=factories.TEST_ACTOR, provider=provider, credentials={"api_key": FIRST}
+    )
+    return stored(provider)
+
+
+def test_moving_a_provider_without_its_credentials_is_refused(provider: Provider) -> None:
+    row = with_key(provider)
+    row.base_url = NEW_HOST
+
+    with pytest.raises(ValidationError) as refused:
+        providers.save_provider(actor=factories.TEST_ACTOR, provider=row)
+
+    assert refused.value.message_dict["base_url"] == [providers.MOVED_CREDENTIALS]
+    assert "re-enter the credentials when changing the base URL" in providers.MOVED_CREDENTIALS
+    assert stored(provider).base_url == "https://api.anthropic.com"
+
+
+def test_moving_a_provider_with_its_credentials_entered_again_is_saved(
+    provider: Provider,
+) -> None:
+    row = with_key(provider)
+    row.base_url = NEW_HOST
+
+    assert providers.save_provider(
+        actor=factories.TEST_ACTOR, provider=row, updates={"api_key": SECOND}
+    )
+
+    after = stored(provider)
+    assert after.base_url == NEW_HOST
+    assert crypto.decrypt_credentials(after.credentials_encrypted) == {"api_key": SECOND}
+
+
+def test_moving_a_provider_while_forgetting_its_credentials_is_saved(provider: Provider) -> None:
+    row = with_key(provider)
+    row.base_url = NEW_HOST
+
+    providers.save_provider(actor=factories.TEST_ACTOR, provider=row, remove=["api_key"])
+
+    assert (stored(provider).base_url, stored(provider).credentials_encrypted) == (NEW_HOST, "")
+
+
+def test_every_stored_credential_must_be_entered_again_not_just_one(provider: Provider) -> None:
+    providers.set_credentials(
+        actor=factories.TEST_ACTOR,
+        provider=provider,
+        credentials={"api_key": FIRST, "auth_token": SECOND},
+    )
+    row = stored(provider)
+    row.base_url = NEW_HOST
+
+    with pytest.raises(ValidationError):
+        providers.save_provider(
+            actor=factories.TEST_ACTOR, provider=row, updates={"api_key": "a-new-key-0123456789"}
+        )
+
+
+def test_a_provider_without_credentials_moves_freely(provider: Provider) -> None:
+    row = stored(provider)
+    row.base_url = NEW_HOST
+
+    assert providers.save_provider(actor=factories.TEST_ACTOR, provider=row)
+    assert stored(provider).base_url == NEW_HOST
+
+
+def test_a_trailing_slash_is_not_a_new_base_url(provider: Provider) -> None:
+    row = with_key(provider)
+    row.base_url = "https://api.anthropic.com/"
+
+    providers.save_provider(actor=factories.TEST_ACTOR, provider=row)
+
+    assert stored(provider).base_url == "https://api.anthropic.com/"
+
+
+def test_the_admin_asks_for_the_credentials_when_the_base_url_changes(
+    admin_client: Client, provider: Provider
+) -> None:
+    with_key(provider)
+    url = f"/admin/governance/provider/{provider.pk}/change/"
+    form = provider_form(name=provider.name, base_url=NEW_HOST)
+
+    refused = admin_client.post(url, form)
+    saved = admin_client.post(url, {**form, "api_key": SECOND})
+
+    assert refused.status_code == 200
+    assert "re-enter the credentials when changing the base URL" in refused.content.decode()
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    after = stored(provider)
+    assert after.base_url == NEW_HOST
+    assert crypto.decrypt_credentials(after.credentials_encrypted) == {"api_key": SECOND}
+
+
+def test_apply_config_asks_for_the_credentials_when_the_base_url_changes(
+    tmp_path: Path,
+) -> None:
+    applier.apply_file(config_file(tmp_path, base_url="https://api.anthropic.com"), env=KEY_ENV)
+    moved = config_file(tmp_path, base_url=NEW_HOST)
+
+    with pytest.raises(ConfigError) as refused:
+        applier.apply_file(moved, env={})  # ${UPSTREAM_KEY:-} unset: the stored key is kept
+    assert "re-enter the credentials when changing the base URL" in str(refused.value)
+    assert Provider.objects.get(name="from-file").base_url == "https://api.anthropic.com"
+
+    applier.apply_file(moved, env={"UPSTREAM_KEY": SECOND})
+    after = Provider.objects.get(name="from-file")
+    assert after.base_url == NEW_HOST
+    assert crypto.decrypt_credentials(after.credentials_encrypted) == {"api_key": SECOND}
+
+
+KEY_ENV = {"UPSTREAM_KEY": FIRST}
+
+
+def config_file(tmp_path: Path, *, base_url: str) -> Path:
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        "providers:\n"
+        "  - name: from-file\n"
+        "    kind: anthropic\n"
+        f"    base_url: {base_url}\n"
+        "    api_key: ${UPSTREAM_KEY:-}\n"
+    )
+    return path
+
+
+def provider_form(*, base_url: str, name: str = "admin-made") -> dict[str, str]:
+    return {
+        "name": name,
+        "kind": "anthropic",
+        "base_url": base_url,
+        "region": "",
+        "enabled": "on",
+        "settings": "{}",
+    }

@@ -3,12 +3,13 @@ on 127.0.0.1) in front of the project's fake Anthropic upstream, driven by real 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -30,6 +31,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 
 UPSTREAM_KEY = "upstream-provider-key-for-tests-0123456789"
 ACTOR = Actor.system("tests")
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -43,10 +45,15 @@ class GatewayServer:
     base_url: str
     server: uvicorn.Server
     thread: threading.Thread
+    runtime: Any = None  # proxy.runtime.Runtime of the server's event loop
 
     @property
     def anthropic_url(self) -> str:
         return self.base_url + "/anthropic"
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the gateway's event loop (its runtime, its counter store)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.runtime.loop).result(10)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -55,7 +62,9 @@ class GatewayServer:
 
 def start_gateway() -> GatewayServer:
     from gatewaysite.asgi import application
+    from proxy import runtime
 
+    before = set(runtime._runtimes)
     port = free_port()
     config = uvicorn.Config(
         application,
@@ -73,7 +82,8 @@ def start_gateway() -> GatewayServer:
         if time.monotonic() > deadline:
             raise RuntimeError("gateway did not start")
         time.sleep(0.01)
-    return GatewayServer(f"http://127.0.0.1:{port}", server, thread)
+    [loop_id] = set(runtime._runtimes) - before  # created at lifespan start-up
+    return GatewayServer(f"http://127.0.0.1:{port}", server, thread, runtime._runtimes[loop_id])
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_guard_memory_is_bounded(minute: list[float]) -> None:
     for number in range(100_002):
         guard.record_failure(f"addr-{number}")
 
-    assert len(guard._windows) <= 100_001
+    assert len(guard._addresses) <= 100_001
     assert guard.blocked("addr-100001")
 
 

@@ -304,6 +304,38 @@ def test_lifetime_budget_is_forecast_by_rate_within_the_horizon(
     )
 
 
+@pytest.mark.parametrize("period", ["month", "lifetime"])
+@pytest.mark.parametrize("recent_micros", [200, 1])
+def test_a_tiny_burn_rate_against_a_large_budget_forecasts_no_exhaustion(
+    org: Organization, team: Team, period: str, recent_micros: int
+) -> None:
+    # $0.0002 (or one micro-dollar) a week against $20,000: exhaustion is hundreds of thousands
+    # of years away, past the last date a datetime can hold.
+    budget = factories.budget(
+        owner=team, amount_micros=20_000 * USD, period=period, alert_thresholds=[]
+    )
+    spend(team, NOW - dt.timedelta(days=1), recent_micros)
+
+    assert alerts.evaluate_budget(budget, now=NOW) == []
+    assert alerts.run_alerts(now=NOW) == 0
+    assert events() == []
+
+
+def test_forecast_exactly_at_the_period_end_is_no_exhaustion(org: Organization, team: Team) -> None:
+    # November ends Nov 30 23:00 UTC (midnight in Berlin), 20 days after NOW. $70 this week is
+    # $10/day, so $200 left runs out exactly at the period end: the budget lasts the period.
+    budget = monthly(team, 270, alert_thresholds=[])
+    spend(team, NOW - dt.timedelta(days=1), 70 * USD)
+
+    assert alerts.evaluate_budget(budget, now=NOW) == []
+    budget.amount_micros = 269 * USD  # a dollar less runs out before it
+    budget.save()
+    [event] = alerts.evaluate_budget(budget, now=NOW)
+    assert event.kind == "forecast"
+    assert event.forecast_exhaustion is not None
+    assert event.forecast_exhaustion < dt.datetime(2026, 11, 30, 23, 0, tzinfo=dt.UTC)
+
+
 # --- delivery ------------------------------------------------------------------------------
 
 

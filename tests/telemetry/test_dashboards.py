@@ -699,6 +699,57 @@ def test_no_forecast_when_the_rate_lasts_past_the_period(world):
     assert result.projected_micros is not None
 
 
+@pytest.mark.parametrize("rolled_up", [False, True])
+def test_forecast_counts_spend_in_the_current_hour(world, rolled_up):
+    now = dt.datetime(2026, 11, 10, 9, 20, tzinfo=dt.UTC)
+    budget = factories.budget(owner=world.ml, amount_micros=10_000_000, period="month")
+    write(
+        event(now - dt.timedelta(days=8), key=world.ml_key, cost=2_000_000),  # before the week
+        event(now - dt.timedelta(minutes=5), key=world.ml_key, cost=7_000_000),  # this hour
+    )
+    if rolled_up:
+        rollups.run_rollups(settle_seconds=0)
+    loaded = list(Budget.objects.select_related("organization").filter(pk=budget.pk))
+    result = with_forecasts(budget_use(loaded, now=now))[budget.pk]
+    assert result.spent_micros == 9_000_000
+    # $7 this week is $1/day: the $1 left runs out in a day, well before December.
+    assert (result.recent_micros, result.daily_rate_micros) == (7_000_000, 1_000_000)
+    assert result.exhaustion_at == now + dt.timedelta(days=1)
+
+
+def test_spend_dashboard_forecasts_a_budget_that_spent_only_minutes_ago(admin_client, world):
+    factories.budget(owner=world.ml, amount_micros=100_000_000, period="month")
+    write(event(timezone.now(), key=world.ml_key, cost=7_000_000))
+    response = admin_client.get(SPEND, {"org": world.org.pk})
+    [line] = response.context["budgets"]
+    assert line.use.recent_micros == 7_000_000
+    assert line.forecast != "no spend in the last 7 days"
+    assert line.forecast.startswith(("on track", "runs out"))
+
+
+def test_forecasts_read_the_ledger_once_for_any_number_of_budgets(world):
+    def ledger_reads(count: int) -> int:
+        for n in range(count):
+            factories.budget(owner=world.web, amount_micros=(n + 1) * 1_000_000)
+        loaded = list(Budget.objects.select_related("organization"))
+        uses = budget_use(loaded)
+        with CaptureQueriesContext(connection) as queries:
+            with_forecasts(uses)
+        return sum("telemetry_usagerecord" in q["sql"] for q in queries)
+
+    write(event(world.now - dt.timedelta(minutes=5), key=world.web_key, cost=1_000_000))
+    assert ledger_reads(1) == ledger_reads(10) == 1  # the rows not rolled up yet, for all
+
+
+def test_a_tiny_rate_against_a_large_budget_has_no_exhaustion_date(world):
+    budget = factories.budget(owner=world.ml, amount_micros=20_000_000_000, period="lifetime")
+    write(event(world.now - dt.timedelta(hours=3), key=world.ml_key, cost=1))
+    loaded = list(Budget.objects.select_related("organization").filter(pk=budget.pk))
+    result = with_forecasts(budget_use(loaded))[budget.pk]
+    assert result.recent_micros == 1
+    assert result.exhaustion_at is None
+
+
 def test_spend_dashboard_lists_budgets_with_bars_and_forecasts(admin_client, world):
     factories.budget(owner=world.ml, amount_micros=5_000_000, period="month")
     write(event(world.now - dt.timedelta(minutes=5), key=world.ml_key, cost=6_000_000))

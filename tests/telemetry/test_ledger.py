@@ -3,8 +3,11 @@ batches (PostgreSQL stages each batch in a temp table)."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
-from django.db import transaction
+from django.db import OperationalError, ProgrammingError, transaction
 
 from telemetry import ledger
 from telemetry.models import UsageRecord
@@ -53,3 +56,108 @@ def test_a_second_batch_in_the_same_transaction_does_not_rewrite_the_first() -> 
 
     assert not UsageRecord.objects.filter(request_id=first["request_id"]).exists()
     assert UsageRecord.objects.count() == 1
+
+
+# --- a bad row costs only itself (issue 10, item 2) ------------------------------------------
+
+
+def dirty(created_at: dt.datetime) -> dict[str, Any]:
+    """An event with every kind of value a client or upstream can smuggle in."""
+    return event(
+        created_at,
+        requested_model="claude\x00-sonnet\x1b[31m" + "€" * 300,  # NUL, ESC, multi-byte
+        routed_model="x" * 1_000,
+        key_name="line\nbreak\ttab\x00",
+        error_message="e" * 5_000,
+        session_id="\ud800lone surrogate",
+        client_name=12345,
+        status="200",
+        input_tokens=2**70,
+        latency_ms=-5,
+        stream="false",
+    )
+
+
+def test_a_batch_with_nul_characters_and_over_long_strings_lands_whole_and_cleaned() -> None:
+    batch = [event(at("2026-11-02 10:00")) for _ in range(199)]
+    batch.insert(100, dirty(at("2026-11-02 10:01")))
+
+    result = ledger.write_events_reusing_connection(batch)
+
+    assert (result.written, result.rejected) == (200, [])
+    assert UsageRecord.objects.count() == 200
+    row = UsageRecord.objects.get(request_id=batch[100]["request_id"])
+    assert row.requested_model == "claude-sonnet[31m" + "€" * 183  # 200 characters
+    assert len(row.requested_model) == 200
+    assert row.routed_model == "x" * 200
+    assert row.key_name == "line break tab"
+    assert row.error_message == "e" * 300
+    assert row.session_id == "lone surrogate"
+    assert row.client_name == "12345"
+    assert (row.status, row.input_tokens, row.latency_ms, row.stream) == (200, 2**63 - 1, 0, False)
+
+
+def test_cleaning_coerces_each_value_to_its_column() -> None:
+    cleaned = ledger.clean_event(
+        {
+            "created_at": "2026-11-02T10:00:00",  # naive: the gateway writes UTC
+            "status": 70_000,
+            "attempts": "3",
+            "ttfb_ms": None,
+            "cost_micros": 12.9,
+            "organization_id": "not a number",
+            "cost_estimated": "yes",
+            "client_disconnected": 0,
+        }
+    )
+
+    assert cleaned["created_at"] == at("2026-11-02 10:00")
+    assert (cleaned["status"], cleaned["attempts"], cleaned["cost_micros"]) == (32_767, 3, 12)
+    assert (cleaned["ttfb_ms"], cleaned["organization_id"]) == (None, None)
+    assert (cleaned["cost_estimated"], cleaned["client_disconnected"]) == (True, False)
+    assert (cleaned["route"], cleaned["request_id"], cleaned["error_type"]) == (
+        "anthropic.messages",
+        "",
+        "",
+    )
+
+
+def test_a_row_the_database_still_refuses_is_rejected_alone_and_the_rest_written() -> None:
+    batch = [event(at("2026-11-02 10:00")) for _ in range(40)]
+    bad = batch[17]
+    del bad["created_at"]  # no time to invent: the column is NOT NULL
+
+    result = ledger.write_events_isolating(batch)
+
+    assert result.written == 39
+    (rejected,) = result.rejected
+    assert rejected.event is bad
+    assert "IntegrityError" in rejected.error
+    assert UsageRecord.objects.count() == 39
+    assert not UsageRecord.objects.filter(request_id=bad["request_id"]).exists()
+
+
+def test_a_connection_error_is_raised_for_the_caller_to_spool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def down(rows: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(ledger, "_insert", down)
+
+    with pytest.raises(OperationalError):
+        ledger.write_events_isolating([event(at("2026-11-02 10:00"))])
+
+
+def test_an_error_not_caused_by_a_row_is_raised_not_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def schema_missing(rows: Any) -> None:
+        calls.append(len(rows))
+        raise ProgrammingError('relation "telemetry_usagerecord" does not exist')
+
+    monkeypatch.setattr(ledger, "_insert", schema_missing)
+
+    with pytest.raises(ProgrammingError):
+        ledger.write_events_isolating([event(at("2026-11-02 10:00")) for _ in range(8)])
+    assert calls == [8]

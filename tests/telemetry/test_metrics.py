@@ -34,6 +34,7 @@ HARNESS = (fake_upstream, gateway, governed)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor.system("tests")
+METRICS_TOKEN = "test-scrape-token-not-a-secret"
 BODY = {
     "model": "claude-sonnet-4-6",
     "max_tokens": 12,
@@ -53,10 +54,17 @@ def scrape(text: str, name: str, **labels: str) -> float:
 
 
 def get_metrics(base_url: str, **headers: str) -> str:
+    headers.setdefault("authorization", f"Bearer {METRICS_TOKEN}")
     response = httpx.get(base_url + "/metrics", headers=headers, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return response.text
+
+
+@pytest.fixture(autouse=True)
+def _metrics_token(settings) -> None:
+    """/metrics is closed without a token when DEBUG is off, as it is in these tests."""
+    settings.GATEWAY_METRICS_TOKEN = METRICS_TOKEN
 
 
 @pytest.fixture
@@ -192,7 +200,8 @@ def test_budget_gauges_show_limit_spent_and_remaining_of_the_current_period(clie
         ]
     )
     periods.sync_budget_periods(budget_ids=[budget.pk])
-    text = client.get("/metrics").content.decode()
+    response = client.get("/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})
+    text = response.content.decode()
     labels = {"budget": str(budget.pk), "organization": "gauge-org", "scope": "team", "owner": "ml"}
     assert scrape(text, "gateway_budget_limit_usd", **labels, period="month") == 10.0
     assert scrape(text, "gateway_budget_spent_usd", **labels) == 2.5
@@ -230,6 +239,48 @@ def test_metrics_need_the_bearer_token_when_one_is_set(client, settings):
     ok = client.get("/metrics", headers={"authorization": "Bearer scrape-secret"})
     assert ok.status_code == 200
     assert b"# TYPE gateway_requests_total counter" in ok.content
+
+
+@pytest.mark.django_db
+def test_metrics_without_a_token_are_closed_to_anonymous_requests_when_debug_is_off(
+    client, settings
+):
+    settings.GATEWAY_METRICS_TOKEN = ""
+    settings.DEBUG = False
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 403
+    assert b"set GATEWAY_METRICS_TOKEN" in response.content
+    assert b"gateway_" not in response.content
+
+
+@pytest.mark.django_db
+def test_metrics_without_a_token_are_open_in_debug_mode(client, settings):
+    settings.GATEWAY_METRICS_TOKEN = ""
+    settings.DEBUG = True
+
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", ["", "scrape-secret"])
+def test_a_staff_session_reads_metrics_without_the_token(admin_client, settings, token):
+    settings.GATEWAY_METRICS_TOKEN = token
+
+    response = admin_client.get("/metrics")
+
+    assert response.status_code == 200
+    assert b"# TYPE gateway_requests_total counter" in response.content
+
+
+@pytest.mark.django_db
+def test_a_signed_in_user_who_is_not_staff_gets_no_metrics(client, settings, django_user_model):
+    settings.GATEWAY_METRICS_TOKEN = ""
+    user = django_user_model.objects.create_user("viewer", password="not-a-real-password-1")
+    client.force_login(user)
+
+    assert client.get("/metrics").status_code == 403
 
 
 # --- through the gateway ---------------------------------------------------------------------
@@ -361,6 +412,7 @@ def _multiprocess_env(tmp_path: Path, upstream: FakeAnthropic) -> dict[str, str]
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
         "GATEWAY_POLICY_CHECK_SECONDS": "0",
         "GATEWAY_SPOOL_DIR": str(tmp_path / "spool"),
+        "GATEWAY_METRICS_TOKEN": METRICS_TOKEN,
         "UPSTREAM": upstream.base_url,
     }
 

@@ -533,6 +533,37 @@ def test_other_organizations_are_not_counted(month_of_spend):
     assert everything.cost_micros == 47_064
 
 
+def test_recent_costs_include_the_current_hour_whether_rolled_up_or_not(two_teams):
+    org, alpha, beta = two_teams
+    other = factories.virtual_key(organization=factories.organization(name="globex"))
+    now = at("2026-11-15 09:40")
+    write(
+        event(at("2026-11-08 09:30"), key=alpha, cost=1),  # in the hour 7 days ago: left out
+        event(at("2026-11-08 10:00"), key=alpha, cost=10),  # the first whole hour of the week
+        event(at("2026-11-12 12:00"), key=beta, cost=200, served_model="claude-opus-4-1"),
+        event(at("2026-11-15 08:59"), key=alpha, cost=3_000),
+        event(at("2026-11-15 09:05"), key=alpha, cost=40_000),  # the current hour, rolled up
+        event(at("2026-11-15 09:10"), key=other, cost=500_000),
+    )
+    roll()
+    write(event(at("2026-11-15 09:35"), key=alpha, cost=6_000_000))  # not rolled up yet
+
+    orgs, week = [org.pk, other.organization_id], (now - dt.timedelta(days=7), now)
+    costs = rollups.recent_costs(orgs, *week)
+
+    def cell(key: Any, model: str = "claude-sonnet-4-6") -> rollups.RateCell:
+        return (key.organization_id, key.team_id or 0, 0, key.pk, model, "anthropic")
+
+    assert costs == {
+        cell(alpha): 10 + 3_000 + 40_000 + 6_000_000,
+        cell(beta, "claude-opus-4-1"): 200,
+        cell(other): 500_000,
+    }
+    roll()
+    assert rollups.recent_costs(orgs, *week) == costs
+    assert sum(rollups.recent_costs([org.pk], *week).values()) == 6_043_210
+
+
 # --- two workers at once -------------------------------------------------------------------
 
 

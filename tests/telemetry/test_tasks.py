@@ -20,6 +20,9 @@ TASKS = {
     "reconcile": "telemetry.tasks.reconcile_budgets",
     "retention": "telemetry.tasks.enforce_retention",
     "datadog": "telemetry.tasks.push_datadog_metrics",
+    "audit_anchor": "telemetry.tasks.export_audit_anchor",
+    "audit_verify": "telemetry.tasks.verify_audit_chain",
+    "policy_outbox": "telemetry.tasks.publish_policy_changes",
 }
 
 

@@ -113,7 +113,15 @@ def _routes(provider: Provider) -> None:
 
 
 def _organization() -> tuple[Organization, Team]:
-    org = Organization(name=ORG_NAME, display_name="Demo", timezone="UTC")
+    # The demo routes every claude-* name so that whatever model a Claude Code version asks for
+    # is answered: a model newer than the shipped price book is priced by its family's dearest
+    # price (marked estimated) instead of being refused, the production default.
+    org = Organization(
+        name=ORG_NAME,
+        display_name="Demo",
+        timezone="UTC",
+        unpriced_models=Organization.UnpricedModels.FALLBACK,
+    )
     common.save_instance(org, actor=ACTOR)
     team = Team(organization=org, name=TEAM_NAME, description="demo team")
     common.save_instance(team, actor=ACTOR)
