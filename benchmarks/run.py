@@ -189,6 +189,8 @@ def bench_env(workdir: Path) -> dict[str, str]:
     env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
     env["DJANGO_DEBUG"] = "0"
     env["GATEWAY_SPOOL_DIR"] = str(workdir / "spool")
+    # The fake upstream listens on loopback, which provider base URLs may not reach otherwise.
+    env["GATEWAY_OUTBOUND_ALLOWED_NETWORKS"] = "127.0.0.0/8"
     env["LOG_LEVEL"] = "WARNING"
     env["PYTHONUNBUFFERED"] = "1"
     run_tag = f"gwbench{os.getpid()}"

@@ -213,8 +213,9 @@ def _share_rows(hours: list[Hour], rows: int) -> None:
 COLUMNS = (
     "id", "request_id", "created_at", "organization_id", "team_id", "project_id", "key_id",
     "parent_key_id", "key_name", "route", "requested_model", "routed_model", "served_model",
-    "provider", "status", "error_type", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_5m_tokens", "cache_write_1h_tokens", "cost_micros", "latency_ms", "ttfb_ms",
+    "provider", "status", "error_type", "error_message", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cost_micros",
+    "cost_estimated", "latency_ms", "ttfb_ms",
     "stream", "attempts", "downgraded_from", "client_disconnected", "upstream_request_id",
     "session_id", "agent_id", "parent_agent_id", "client_name", "client_version",
 )  # fmt: skip
@@ -297,9 +298,11 @@ SELECT
     CASE WHEN NOT forwarded THEN '' WHEN failover THEN alt_provider ELSE provider END,
     status,
     {error_type},
+    '',
     t_in, t_out, t_cr, t_cw5, t_cw1h,
     (t_in * r_in + t_out * r_out + t_cr * r_cr + t_cw5 * r_cw5 + t_cw1h * r_cw1h + 500000)
         / 1000000,
+    false,
     CASE WHEN forwarded THEN 400 + floor(pg_temp.u(g, 15) * 2000)::int + t_out::int * 15
          ELSE 1 + floor(pg_temp.u(g, 15) * 5)::int END,
     CASE WHEN forwarded AND streamed THEN 250 + floor(pg_temp.u(g, 16) * 1500)::int END,
@@ -547,12 +550,14 @@ def draw_row(
         "provider": "" if not forwarded else key.alt_provider if failover else key.provider,
         "status": status,
         "error_type": error_type,
+        "error_message": "",
         "input_tokens": t_in,
         "output_tokens": t_out,
         "cache_read_tokens": t_cr,
         "cache_write_5m_tokens": t_cw5,
         "cache_write_1h_tokens": t_cw1h,
         "cost_micros": (picos + 500_000) // 1_000_000,
+        "cost_estimated": False,
         "latency_ms": 400 + rng.randrange(2000) + t_out * 15 if forwarded else 1 + rng.randrange(5),
         "ttfb_ms": 250 + rng.randrange(1500) if forwarded and streamed else None,
         "stream": streamed,

@@ -5,7 +5,9 @@ set -eu
 case "${1:-serve}" in
     serve)
         if [ "${GATEWAY_MIGRATE:-true}" = "true" ]; then
-            python manage.py migrate --noinput
+            # Building an index on a large ledger may take longer than the statement timeout
+            # that protects requests and jobs.
+            GATEWAY_DB_STATEMENT_TIMEOUT_MS=0 python manage.py migrate --noinput
         fi
         # Prometheus multiprocess mode: every worker writes its metrics here; /metrics adds
         # them up. Emptied at start so a previous container's counts do not linger.

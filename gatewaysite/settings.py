@@ -167,6 +167,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("GATEWAY_CACHE_PREFIX", default="gw"),
+            # An unreachable Redis must fail fast: the policy-version bump after a commit (and
+            # so an admin save) would otherwise hang on it; the outbox retries the bump.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
 else:

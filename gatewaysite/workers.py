@@ -9,10 +9,10 @@ its row), then runs the lifespan shutdown; docker/entrypoint.sh gives the arbite
 margin over the drain so that all of it happens before the kill.
 
 While uvicorn drains, its main loop no longer ticks, and the ticks are what tell the arbiter
-that a worker is alive. An arbiter that keeps running (a reload with SIGHUP, fewer workers
-with TTOU) would then kill a draining worker after --timeout seconds. A heartbeat task keeps
-telling it: it runs on the event loop, so a loop that really hangs still goes quiet and
---timeout still catches it.
+that a worker is alive. An arbiter that keeps running while one worker drains (TTOU retires
+the oldest worker, --max-requests retires a busy one) would then kill it as hung after
+--timeout seconds, mid-stream. A heartbeat task keeps reporting in: it runs on the event
+loop, so a loop that really hangs still goes quiet and --timeout still catches it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class DrainingUvicornWorker(UvicornWorker):
         # Read here, not in __init__: gunicorn builds the worker in the arbiter, before the
         # application (and with it Django's settings) is loaded.
         self.config.timeout_graceful_shutdown = settings.GATEWAY_DRAIN_SECONDS
-        heartbeat = asyncio.create_task(self._heartbeat()) if False else None
+        heartbeat = asyncio.create_task(self._heartbeat()) if self.timeout > 0 else None
         try:
             await super()._serve()
         finally:

@@ -234,6 +234,23 @@ def _attribute_request(
         event["stream"] = parsed.get("stream") is True
 
 
+def _as_refusal(failure: BaseException, request_id: str) -> GatewayError | ClientGone:
+    """A failure before forwarding, as the refusal the client gets and the ledger records.
+
+    Anything but the gateway's own refusals (a routing table or price book that cannot be
+    loaded while the database is down, a bug) becomes a 503 the client may retry.
+    """
+    if isinstance(failure, GatewayError | ClientGone):
+        return failure
+    logger.error("request %s failed before forwarding", request_id, exc_info=failure)
+    return GatewayError(
+        503,
+        "api_error",
+        "The gateway could not prepare this request (a dependency is unavailable). Retry shortly.",
+        headers=[(b"retry-after", b"5")],
+    )
+
+
 def _record_refusal(
     runtime: Runtime,
     event: dict[str, Any],
@@ -487,11 +504,14 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
                 max_tokens=int(parsed["max_tokens"]),
                 request_id=request.request_id,
             )
-        except (GatewayError, ClientGone) as refusal:
+        except (GatewayError, ClientGone, Exception) as failure:
+            refusal = _as_refusal(failure, request.request_id)
             if "session_id" not in event:
                 _attribute_request(event, request.headers, None)
             _record_refusal(runtime, event, refusal, policy, started=started)
-            raise
+            if refusal is failure:
+                raise
+            raise refusal from failure
         await _forward_messages(
             runtime,
             request,
@@ -728,11 +748,14 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
                 raise _model_refusal(decision.refusal)
             order = usable_order(policy, decision.model, await _routes(runtime, decision.model))
             plan = await _admit_rates(runtime, policy, request.request_id)
-        except (GatewayError, ClientGone) as refusal:
+        except (GatewayError, ClientGone, Exception) as failure:
+            refusal = _as_refusal(failure, request.request_id)
             if "session_id" not in event:
                 _attribute_request(event, request.headers, None)
             _record_refusal(runtime, event, refusal, policy, started=started)
-            raise
+            if refusal is failure:
+                raise
+            raise refusal from failure
         await _forward_count_tokens(
             runtime,
             request,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +49,11 @@ def verify_and_alert(now: dt.datetime | None = None) -> AuditCheck:
 
     now = now or timezone.now()
     report = audit.verify_chain()
-    cache.set(
-        STATE_KEY,
-        {"ok": report.ok, "at": now.timestamp(), "first_bad_id": report.first_bad_id},
-        None,
+    _remember(
+        STATE_KEY, {"ok": report.ok, "at": now.timestamp(), "first_bad_id": report.first_bad_id}
     )
     if report.ok:
-        cache.delete(ALERTED_KEY)
+        _remember(ALERTED_KEY, None)
         logger.info(
             "audit chain intact: %d events, %d anchors", report.checked, report.anchors_checked
         )
@@ -94,7 +91,7 @@ def _alert_once(fingerprint: str, payload: dict[str, Any]) -> int:
     from telemetry import channels
     from telemetry.models import AlertChannel
 
-    state = cache.get(ALERTED_KEY) or {}
+    state = _recall(ALERTED_KEY) or {}
     delivered: set[int] = (
         set(state.get("delivered", [])) if state.get("break") == fingerprint else set()
     )
@@ -108,13 +105,30 @@ def _alert_once(fingerprint: str, payload: dict[str, Any]) -> int:
             sent += 1
         else:
             logger.warning("audit alert to channel %s failed: %s", channel.pk, result.detail)
-    cache.set(ALERTED_KEY, {"break": fingerprint, "delivered": sorted(delivered)}, None)
+    _remember(ALERTED_KEY, {"break": fingerprint, "delivered": sorted(delivered)})
     return sent
 
 
+def _remember(key: str, value: dict[str, Any] | None) -> None:
+    # Best effort: with the cache down a break is still logged and alerted (perhaps again).
+    try:
+        cache.set(key, value, None)
+    except Exception:
+        logger.warning("audit check state not saved (cache unavailable)", exc_info=True)
+
+
+def _recall(key: str) -> dict[str, Any] | None:
+    try:
+        value: dict[str, Any] | None = cache.get(key)
+    except Exception:
+        logger.warning("audit check state not read (cache unavailable)", exc_info=True)
+        return None
+    return value
+
+
 def last_state() -> dict[str, Any] | None:
-    state: dict[str, Any] | None = cache.get(STATE_KEY)
-    return state
+    """The last verification's result ({"ok", "at", "first_bad_id"}), if any."""
+    return _recall(STATE_KEY)
 
 
 class AuditChainCollector(Collector):
@@ -126,15 +140,11 @@ class AuditChainCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         intact, verified_at = families = self._families()
-        try:
-            state = last_state()
-        except Exception:  # a cache outage must not take /metrics down
-            logger.warning("audit chain state unavailable", exc_info=True)
-            return []
+        state = last_state()  # None too when the cache is down: /metrics still answers
         if state is None:
             return []
         intact.add_metric([], 1.0 if state.get("ok") else 0.0)
-        verified_at.add_metric([], float(state.get("at") or time.time()))
+        verified_at.add_metric([], float(state.get("at", 0)))
         return families
 
     @staticmethod

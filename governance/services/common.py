@@ -91,7 +91,13 @@ def _collect(instance: models.Model) -> tuple[Collector, list[_Removed]]:
 
 def delete_instance(instance: models.Model, *, actor: Actor, note: str = "") -> None:
     """Delete `instance` and whatever its foreign keys cascade to, with one DELETED event for
-    every row removed (the instance's first), in one transaction."""
+    every row removed (the instance's first), in one transaction.
+
+    The delete runs through Django's deletion Collector, as Model.delete() does (signals
+    included); a model that overrides delete() would be bypassed, and none does.
+    """
+    if instance.pk is None:
+        raise ValueError(f"{instance._meta.object_name} has no primary key: nothing to delete")
     with transaction.atomic():
         # Locking the row first keeps other transactions from attaching new children to it
         # while the delete is collected (their foreign-key check waits on this lock).

@@ -122,8 +122,12 @@ for i = 1, nb do
   -- Held once per (id, amount): the same reservation admitted twice is not counted twice.
   if reserve ~= '0'
     and redis.call('ZADD', KEYS[nb + i], 'NX', expires, id .. ':' .. reserve) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'r', reserve)
-    if ARGV[a + 3] ~= '0' then redis.call('EXPIRE', KEYS[nb + i], ARGV[a + 3]) end
+    -- r holds exactly the sum of holds, so r == reserve means the holds key was just created:
+    -- it then gets the counter's ttl, once.
+    if redis.call('HINCRBY', KEYS[i], 'r', reserve) == tonumber(reserve)
+      and ARGV[a + 3] ~= '0' then
+      redis.call('EXPIRE', KEYS[nb + i], ARGV[a + 3])
+    end
   end
 end
 for j = 1, nr do
@@ -132,9 +136,8 @@ for j = 1, nr do
   if ARGV[a + 1] == '3' then
     redis.call('ZADD', key, expires, id)
     redis.call('EXPIRE', key, ARGV[6])  -- only collects an idle key: slots expire by score
-  else
-    redis.call('INCRBY', key, ARGV[a + 3])
-    if redis.call('PTTL', key) < 0 then redis.call('EXPIRE', key, ARGV[a + 4]) end
+  elseif redis.call('INCRBY', key, ARGV[a + 3]) == tonumber(ARGV[a + 3]) then
+    redis.call('EXPIRE', key, ARGV[a + 4])  -- a new window; an open one keeps its end
   end
 end
 return {0, -1, 0, 0, {}}

@@ -462,3 +462,16 @@ def test_spend_flows_through_with_bedrock_style_upstream_ids(gateway, governed):
     row = row_of(post(gateway, governed.secret, {**BODY, "model": "sonnet-fast"}))
 
     assert (row.requested_model, row.routed_model) == ("sonnet-fast", "claude-sonnet-4-6")
+
+
+def test_a_routing_table_that_cannot_load_is_a_recorded_503(gateway, governed, monkeypatch):
+    async def database_down() -> None:
+        raise RuntimeError("could not connect to the database")
+
+    monkeypatch.setattr(gateway.runtime.snapshots, "routing", database_down)
+
+    response = post(gateway, governed.secret)
+
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "api_error"
+    assert row_of(response).status == 503

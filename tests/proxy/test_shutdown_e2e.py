@@ -82,13 +82,19 @@ def server_command(kind: str, port: int, drain_seconds: int) -> list[str]:
             str(BIN / "uvicorn"),
             "gatewaysite.asgi:application",
             *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--lifespan", "auto"),
-            *("--timeout-graceful-shutdown", str(drain_seconds), "--forwarded-allow-ips", ""),
+            *("--timeout-graceful-shutdown", str(drain_seconds)),
+            *("--forwarded-allow-ips", ""),  # GATEWAY_TRUSTED_PROXIES, empty here
         ]
     return ["sh", str(ROOT / "docker" / "entrypoint.sh"), "serve"]
 
 
 def start_server(
-    kind: str, tmp_path: Path, *, drain_seconds: int = 600, gunicorn_args: str = ""
+    kind: str,
+    tmp_path: Path,
+    *,
+    drain_seconds: int = 600,
+    gunicorn_args: str = "",
+    extra_env: dict[str, str] | None = None,
 ) -> ServerProcess:
     port = free_port()
     env = {
@@ -101,8 +107,10 @@ def start_server(
         "GATEWAY_SPOOL_DIR": str(tmp_path / "spool"),
         "GATEWAY_POLICY_VERSION_FILE": str(tmp_path / "policy-version"),
         "GATEWAY_DRAIN_SECONDS": str(drain_seconds),
+        "GATEWAY_TRUSTED_PROXIES": "",
         "GATEWAY_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",  # the fake upstream
         "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     if kind == "gunicorn":  # docker/entrypoint.sh
         env |= {
@@ -244,19 +252,23 @@ def test_a_stream_longer_than_the_drain_is_cut_and_still_recorded(
     assert row.stream and row.input_tokens == 25 and row.output_tokens < 40
 
 
-def test_a_worker_draining_on_its_own_is_not_killed_as_hung(
+def test_a_worker_retired_while_the_arbiter_runs_on_is_not_killed_as_hung(
     servers, governed: Governed, fake_upstream: FakeAnthropic, tmp_path: Path
 ):
-    # --max-requests 2: the stream (after the start-up probe) is the worker's last request, so
-    # it drains while gunicorn's arbiter keeps watching --timeout (the same happens to the
-    # oldest worker at TTOU). A draining worker that stopped reporting in would be killed as
-    # hung after 4 s; this stream runs for about 7 s.
+    # TTIN then TTOU: gunicorn adds a worker and retires the oldest, the one serving the
+    # stream, while its arbiter keeps watching --timeout (as with --max-requests). A draining
+    # worker that stopped reporting in would be killed as hung after 4 s; the stream runs on
+    # for about 7 s.
     fake_upstream.default = Reply(text=WORDS, deltas=4, chunk_delay=0.5, output_tokens=40)
-    server = start_server("gunicorn", tmp_path, gunicorn_args="--timeout 4 --max-requests 2")
+    server = start_server("gunicorn", tmp_path, gunicorn_args="--timeout 4")
     servers.append(server)
     events: list[str] = []
 
-    final = stream_through(server, governed.secret, events, on_first_event=lambda: None)
+    def retire_the_worker() -> None:
+        server.signal(signal.SIGTTIN)
+        server.signal(signal.SIGTTOU)
+
+    final = stream_through(server, governed.secret, events, on_first_event=retire_the_worker)
 
     assert final is not None and text_of(final) == WORDS, server.output()
     assert "WORKER TIMEOUT" not in server.output()
@@ -264,3 +276,24 @@ def test_a_worker_draining_on_its_own_is_not_killed_as_hung(
     assert server.wait() == 0
     [row] = UsageRecord.objects.all()
     assert (row.status, row.output_tokens) == (200, 40)
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "gunicorn"])
+def test_forwarded_for_from_an_untrusted_peer_does_not_change_the_client(
+    kind: str, servers, governed: Governed, tmp_path: Path
+):
+    # No trusted proxies: 127.0.0.1, which uvicorn and gunicorn trust by default, is not one.
+    # Were the server to believe X-Forwarded-For, each failure would seem to come from another
+    # address and the per-address throttle (2 failures a minute here) would never trip.
+    server = start_server(kind, tmp_path, extra_env={"GATEWAY_AUTH_FAILURES_PER_MINUTE": "2"})
+    servers.append(server)
+    statuses = [
+        httpx.post(
+            server.anthropic_url + "/v1/messages",
+            headers={"x-api-key": f"sk-gw-not-a-key-{n}", "x-forwarded-for": f"203.0.113.{n}"},
+            json={"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": PROMPT},
+            timeout=10,
+        ).status_code
+        for n in range(3)
+    ]
+    assert statuses == [401, 401, 429]

@@ -18,8 +18,9 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from proxy.usage import UsageBuffer
-from telemetry import ledger
+from telemetry import ledger, spool
 from telemetry.models import UsageRecord
+from telemetry.spool import Rejected, WriteResult
 
 CREATED = dt.datetime(2026, 11, 26, 12, 30, tzinfo=dt.UTC)
 
@@ -274,3 +275,241 @@ def test_a_replay_abandoned_by_a_dead_process_is_taken_up_again(tmp_path: Path) 
     assert buffer._replay() == 1
     assert [e["request_id"] for e in written] == ["r-orphan"]
     assert not any(spool.iterdir())
+
+
+# --- a bad row costs only itself; replay goes past a bad file (issue 10, item 2) --------------
+
+
+class RefusingWriter(Writer):
+    """Refuses the events whose request id it is told, as the ledger does a row it cannot hold."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def __call__(self, batch: list[dict[str, Any]]) -> WriteResult:  # type: ignore[override]
+        refused = [e for e in batch if e["request_id"] in self.refuse]
+        self.batches.append([e for e in batch if e["request_id"] not in self.refuse])
+        return WriteResult(
+            len(batch) - len(refused), [Rejected(e, "DataError: value too long") for e in refused]
+        )
+
+
+def dead_letters(spool: Path) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line)
+        for path in sorted((spool / "dead").glob("usage-dead-*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+
+
+def write_spool_file(path: Path, events: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+
+async def test_a_refused_row_is_dead_lettered_and_the_rest_of_its_batch_written(
+    tmp_path: Path,
+) -> None:
+    writer = RefusingWriter({event(3)["request_id"]})
+    buffer = buffer_for(writer, tmp_path)
+    for number in range(6):
+        buffer.put(event(number))
+
+    await buffer.flush()
+
+    assert [e["request_id"] for e in writer.events] == [
+        event(n)["request_id"] for n in (0, 1, 2, 4, 5)
+    ]
+    (dead,) = dead_letters(tmp_path)
+    assert dead["event"]["request_id"] == event(3)["request_id"]
+    assert dead["error"] == "DataError: value too long"
+    assert (buffer.written, buffer.dead_lettered, buffer.spooled) == (5, 1, 0)
+    assert spool_files(tmp_path) == []
+    assert spool.backlog(tmp_path) == spool.Backlog(spooled=0, dead=1)
+    await buffer.close()
+
+
+async def test_replay_goes_past_a_file_with_a_refused_row(tmp_path: Path) -> None:
+    writer = RefusingWriter({event(1)["request_id"]})
+    write_spool_file(tmp_path / "usage-1-1.jsonl", [event(0), event(1), event(2)])
+    write_spool_file(tmp_path / "usage-2-2.jsonl", [event(3), event(4)])
+    buffer = buffer_for(writer, tmp_path)
+
+    assert await buffer.replay_spool() == 4
+
+    assert sorted(e["request_id"] for e in writer.events) == [
+        event(n)["request_id"] for n in (0, 2, 3, 4)
+    ]
+    assert [d["event"]["request_id"] for d in dead_letters(tmp_path)] == [event(1)["request_id"]]
+    assert spool_files(tmp_path) == []
+
+
+async def test_replay_moves_an_unreadable_file_aside_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = Writer()
+    write_spool_file(tmp_path / "usage-1-1.jsonl", [event(0)])
+    write_spool_file(tmp_path / "usage-2-2.jsonl", [event(1), event(2)])
+    real_claim = spool.claim
+
+    def claim(path: Path, claimed: Path) -> bytes | None:
+        data = real_claim(path, claimed)
+        if path.name == "usage-1-1.jsonl":
+            raise OSError(5, "Input/output error")
+        return data
+
+    monkeypatch.setattr(spool, "claim", claim)
+    buffer = buffer_for(writer, tmp_path)
+
+    assert await buffer.replay_spool() == 2
+
+    assert [e["request_id"] for e in writer.events] == [event(n)["request_id"] for n in (1, 2)]
+    assert spool_files(tmp_path) == []
+    (buried,) = (tmp_path / "dead").glob("unreadable-*")
+    assert buried.name.startswith("unreadable-usage-1-1.replaying-")
+    assert spool.backlog(tmp_path) == spool.Backlog(spooled=0, dead=1)
+
+
+async def test_a_torn_line_is_dead_lettered_not_dropped(tmp_path: Path) -> None:
+    writer = Writer()
+    good = orjson.dumps(event(0)) + b"\n"
+    (tmp_path / "usage-999.jsonl").write_bytes(good + b'{"request_id": "gwreq_torn", "crea')
+    buffer = buffer_for(writer, tmp_path)
+
+    assert await buffer.replay_spool() == 1
+
+    (dead,) = dead_letters(tmp_path)
+    assert dead["raw"] == '{"request_id": "gwreq_torn", "crea'
+    assert dead["error"] == "unreadable spool line"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_replay_with_a_bad_file_first_still_writes_the_good_file(tmp_path: Path) -> None:
+    """The real ledger: a row the database refuses (no created_at) used to fail its whole
+    file and stop the replay there, stranding every later file."""
+    bad = {**event(1), "request_id": "gwreq_" + uuid.uuid4().hex}
+    del bad["created_at"]
+    first = [{**event(0), "request_id": "gwreq_" + uuid.uuid4().hex}, bad]
+    second = [{**event(n), "request_id": "gwreq_" + uuid.uuid4().hex} for n in (2, 3)]
+    write_spool_file(tmp_path / "usage-1-1.jsonl", first)
+    write_spool_file(tmp_path / "usage-2-2.jsonl", second)
+    buffer = buffer_for(
+        ledger.write_events_reusing_connection, tmp_path, release=ledger.close_connection
+    )
+
+    assert await buffer.replay_spool() == 3
+    await buffer.close()
+
+    rows = await sync_to_async(ledger_rows, thread_sensitive=False)()
+    assert sorted(r for r, _ in rows) == sorted(e["request_id"] for e in [first[0], *second])
+    assert [d["event"]["request_id"] for d in dead_letters(tmp_path)] == [bad["request_id"]]
+    assert spool_files(tmp_path) == []
+
+
+# --- the bounded queue spills to the spool (issue 10, item 10) --------------------------------
+
+
+class BlockedWriter(Writer):
+    """A hung database: every write waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def __call__(self, batch: list[dict[str, Any]]) -> int:
+        self.started.set()
+        assert self.release.wait(30), "the test never released the writer"
+        self.batches.append(list(batch))
+        return len(batch)
+
+
+async def wait_until(predicate: Any, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_full_queue_spills_to_the_spool_without_blocking_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = BlockedWriter()
+    disk = threading.Event()  # a slow disk too: put() must not wait for it either
+    real_append = spool.append
+
+    def slow_append(path: Path, events: Any) -> None:
+        assert disk.wait(30)
+        real_append(path, events)
+
+    monkeypatch.setattr(spool, "append", slow_append)
+    buffer = buffer_for(writer, tmp_path, flush_interval=0.01, batch_size=5, max_pending=10)
+    buffer.put(event(0))
+    started = await asyncio.get_running_loop().run_in_executor(None, writer.started.wait, 5)
+    assert started  # the writer thread now hangs inside the database call
+
+    for number in range(1, 101):
+        buffer.put(event(number))  # returns at once, with the writer and the disk both stuck
+
+    assert len(buffer._pending) == 10  # bounded
+    disk.set()
+    await wait_until(lambda: buffer.spilled == 90)
+    assert sorted(spooled_request_ids(tmp_path)) == [event(n)["request_id"] for n in range(11, 101)]
+
+    writer.release.set()
+    await buffer.close()
+
+    written = [e["request_id"] for e in writer.events]
+    assert sorted(written) == [event(n)["request_id"] for n in range(101)]  # each exactly once
+    assert spool_files(tmp_path) == []
+
+
+async def test_a_full_queue_warns_once_per_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = BlockedWriter()
+    buffer = buffer_for(writer, tmp_path, flush_interval=0.01, batch_size=1, max_pending=1)
+    buffer.put(event(0))
+    assert await asyncio.get_running_loop().run_in_executor(None, writer.started.wait, 5)
+
+    with caplog.at_level("WARNING", logger="gateway.usage"):
+        for number in range(1, 20):
+            buffer.put(event(number))
+
+    assert len([r for r in caplog.records if "usage queue full" in r.message]) == 1
+    writer.release.set()
+    await buffer.close()
+    assert len(writer.events) == 20
+
+
+# --- the backlog beacon (issue 10, item 2: reconciliation must see the backlog) ---------------
+
+
+class RecordingBeacon:
+    def __init__(self) -> None:
+        self.published: list[spool.Backlog] = []
+        self.closed = False
+
+    def publish(self, backlog: spool.Backlog) -> None:
+        self.published.append(backlog)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_beacon_advertises_a_spooled_backlog_and_its_end(tmp_path: Path) -> None:
+    writer = Writer(down=True)
+    beacon = RecordingBeacon()
+    buffer = buffer_for(writer, tmp_path, beacon=beacon)
+    for number in range(3):
+        buffer.put(event(number))
+    await buffer.flush()
+    await wait_until(lambda: spool.Backlog(spooled=3) in beacon.published)
+
+    writer.down = False
+    await buffer.close()  # replays the spool, then publishes once more
+
+    assert beacon.published[-1] == spool.Backlog()
+    assert beacon.closed

@@ -138,3 +138,20 @@ def test_a_channel_that_failed_is_retried_at_the_next_check(receiver: WebhookRec
 
 def test_no_gauge_before_the_first_verification() -> None:
     assert gauge("gateway_audit_chain_intact") is None
+
+
+def test_a_break_is_alerted_even_with_the_cache_down(
+    receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = write_events(2)
+    add_channel(receiver.url())
+    AuditEvent.objects.filter(pk=events[0].pk).update(note="forged")
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(audit_watch.cache, "get", down)
+    monkeypatch.setattr(audit_watch.cache, "set", down)
+
+    assert audit_watch.verify_and_alert().alerted == 1
+    assert gauge("gateway_audit_chain_intact") is None

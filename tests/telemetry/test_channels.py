@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -9,10 +12,15 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.test import Client
+from django.utils import timezone
 
+from governance import crypto
 from governance.models import AuditEvent
-from telemetry import channels
-from telemetry.models import AlertChannel
+from telemetry import alerts, channels
+from telemetry.models import AlertChannel, AlertEvent
 from tests import factories
 from tests.fakes.webhook_receiver import DROP, WebhookReceiver
 
@@ -184,3 +192,170 @@ def test_saving_a_channel_is_audited_without_its_url_token() -> None:
     assert created.after is not None and updated.before is not None and updated.after is not None
     assert created.after["target"] == "https://hooks.slack.com/…"
     assert updated.before["target_sha256"] != updated.after["target_sha256"]
+
+
+# --- webhook URLs are secrets: encrypted at rest, write-only in the admin ---------------------
+
+
+def saved_channel(kind: str, target: str, name: str = "") -> AlertChannel:
+    org = factories.organization()
+    channel = AlertChannel(organization_id=org.pk, name=name or kind, kind=kind, target=target)
+    channels.save_channel(channel, actor=factories.TEST_ACTOR)
+    return AlertChannel.objects.get(pk=channel.pk)
+
+
+def test_a_webhook_url_is_stored_encrypted(receiver: WebhookReceiver) -> None:
+    url = receiver.url(f"/hooks/{TOKEN}")
+
+    row = saved_channel("slack", url)
+
+    assert row.target == ""
+    assert TOKEN not in row.secret_target and "127.0.0.1" not in row.secret_target
+    assert crypto.decrypt_credentials(row.secret_target) == {"url": url}
+    assert channels.deliver(row, PAYLOAD).ok
+    assert receiver.requests[0].path == f"/hooks/{TOKEN}"
+
+
+def test_email_targets_stay_plain() -> None:
+    row = saved_channel("email", "fin@example.com")
+
+    assert (row.target, row.secret_target) == ("fin@example.com", "")
+
+
+def test_saving_again_with_a_blank_target_keeps_the_stored_url(receiver: WebhookReceiver) -> None:
+    row = saved_channel("webhook", receiver.url(f"/hooks/{TOKEN}"))
+    row.enabled = False
+
+    channels.save_channel(row, actor=factories.TEST_ACTOR)
+
+    after = AlertChannel.objects.get(pk=row.pk)
+    assert after.enabled is False
+    assert after.destination() == receiver.url(f"/hooks/{TOKEN}")
+
+
+def test_the_admin_shows_a_stored_webhook_url_only_as_set_and_its_host(
+    admin_client: Client, receiver: WebhookReceiver
+) -> None:
+    org = factories.organization()
+    form = {"organization": org.pk, "name": "finance", "kind": "slack", "enabled": "on"}
+    added = admin_client.post(
+        "/admin/telemetry/alertchannel/add/", {**form, "target": receiver.url(f"/h/{TOKEN}")}
+    )
+    assert added.status_code == 302, added.content.decode()[:2000]
+    channel = AlertChannel.objects.get(name="finance")
+    change_url = f"/admin/telemetry/alertchannel/{channel.pk}/change/"
+
+    page = admin_client.get(change_url).content.decode()
+    kept = admin_client.post(change_url, {**form, "target": ""})
+    rotated = admin_client.post(change_url, {**form, "target": receiver.url("/h/rotated")})
+
+    assert TOKEN not in page and channel.secret_target not in page
+    assert f"set ({receiver.base_url}/…)" in page
+    assert kept.status_code == 302
+    assert rotated.status_code == 302
+    assert AlertChannel.objects.get(pk=channel.pk).destination() == receiver.url("/h/rotated")
+
+
+def test_a_url_typed_into_the_form_is_not_rendered_back_after_an_error(
+    admin_client: Client,
+) -> None:
+    response = admin_client.post(
+        "/admin/telemetry/alertchannel/add/",
+        {"name": "no-org", "kind": "slack", "target": f"https://hooks.example.com/{TOKEN}"},
+    )
+
+    assert response.status_code == 200  # no organization chosen
+    assert TOKEN not in response.content.decode()
+
+
+def test_the_data_migration_encrypts_existing_webhook_urls() -> None:
+    migration = importlib.import_module("telemetry.migrations.0006_alert_channel_secret_target")
+    state = MigrationLoader(connection).project_state(
+        ("telemetry", "0006_alert_channel_secret_target")
+    )
+    Historical = state.apps.get_model("telemetry", "AlertChannel")
+    slack = Historical.objects.create(
+        organization_id=1, name="s", kind="slack", target=f"https://hooks.slack.com/{TOKEN}"
+    )
+    email = Historical.objects.create(organization_id=1, name="e", kind="email", target="a@b.co")
+
+    migration.encrypt_urls(state.apps, None)
+
+    slack_row, email_row = (
+        AlertChannel.objects.get(pk=slack.pk),
+        AlertChannel.objects.get(pk=email.pk),
+    )
+    assert slack_row.target == "" and TOKEN not in slack_row.secret_target
+    assert slack_row.destination() == f"https://hooks.slack.com/{TOKEN}"
+    assert (email_row.target, email_row.secret_target) == ("a@b.co", "")
+    migration.decrypt_urls(state.apps, None)
+    assert AlertChannel.objects.get(pk=slack.pk).target == f"https://hooks.slack.com/{TOKEN}"
+
+
+# --- outbound guard: no webhook to loopback, private or metadata addresses ---------------------
+
+
+@pytest.fixture
+def no_allow_list(settings: Any) -> None:
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "169.254.169.254", "10.0.0.1", "localhost", "[::1]", "100.64.0.1"]
+)
+def test_a_webhook_on_a_non_public_address_is_refused(no_allow_list: None, host: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        channel("webhook", f"http://{host}/hooks/{TOKEN}").full_clean()
+
+    assert "GATEWAY_OUTBOUND_ALLOWED_NETWORKS" in str(refused.value.message_dict["target"])
+    assert TOKEN not in str(refused.value)
+
+
+def test_a_webhook_host_that_does_not_resolve_is_accepted_and_checked_when_sent() -> None:
+    # Resolving may need the production network; every send resolves and checks again.
+    channel("slack", f"https://hooks.slack.invalid/services/{TOKEN}").full_clean()
+
+
+def test_a_webhook_rebound_to_a_forbidden_address_is_refused_when_sent(
+    receiver: WebhookReceiver, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    row = saved_channel("webhook", receiver.url(f"/hooks/{TOKEN}"))
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []  # as if the name now pointed inside
+
+    with caplog.at_level(logging.WARNING, logger="telemetry.channels"):
+        result = channels.deliver(row, PAYLOAD)
+
+    assert not result.ok and result.attempts == 1  # refused, not retried
+    assert result.detail.startswith("refused: 127.0.0.1 is a loopback")
+    assert receiver.requests == []
+    assert "alert webhook refused" in caplog.text
+    assert TOKEN not in caplog.text + result.detail and "/hooks/" not in caplog.text
+
+
+def test_a_refused_send_is_a_failed_delivery_of_the_alert(
+    receiver: WebhookReceiver, settings: Any
+) -> None:
+    row = saved_channel("slack", receiver.url(f"/hooks/{TOKEN}"))
+    event = AlertEvent.objects.create(
+        budget_id=1,
+        organization_id=row.organization_id,
+        period_label="2026-11",
+        kind="threshold",
+        threshold_percent=80,
+        spent_micros=812_400_000,
+        limit_micros=1_000_000_000,
+        message=PAYLOAD["message"],
+        payload=PAYLOAD,
+    )
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []
+    now = timezone.now()
+
+    assert alerts.claim(event.pk, now=now)
+    assert alerts.deliver_event(event.pk, now=now) == 0
+
+    event.refresh_from_db()
+    assert event.delivered_at is None and event.next_attempt_at is not None  # retried later
+    [entry] = event.delivery_log
+    assert entry["ok"] is False and entry["detail"].startswith("refused: ")
+    assert TOKEN not in json.dumps(event.delivery_log)
+    assert receiver.requests == []

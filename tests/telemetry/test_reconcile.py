@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import redis
 from django.conf import settings as django_settings
 
 from proxy.counters.redis import RedisCounterStore
-from telemetry import periods, reconcile
+from telemetry import periods, reconcile, spool
 from tests import factories
 from tests.telemetry.usage_events import at, event, write
 
@@ -20,6 +21,12 @@ NOW = at("2026-11-18 12:00")
 needs_redis = pytest.mark.skipif(
     not django_settings.REDIS_URL, reason="reconciliation against Redis needs REDIS_URL"
 )
+
+
+@pytest.fixture(autouse=True)
+def _spool_dir(settings, tmp_path) -> None:
+    """An empty spool dir of the test's own: a backlog there holds lowering corrections."""
+    settings.GATEWAY_SPOOL_DIR = str(tmp_path / "spool")
 
 
 @pytest.fixture
@@ -183,3 +190,71 @@ def test_a_second_worker_skips_while_one_reconciles(client, budget, settings):
     client.delete(f"{settings.GATEWAY_COUNTER_PREFIX}:lock:reconcile")
     assert run().drifts[0].repaired
     assert client.get(f"{settings.GATEWAY_COUNTER_PREFIX}:lock:reconcile") is None
+
+
+# --- never lower a counter while usage events wait outside the ledger (issue 10, item 2) ------
+
+
+def spool_events(spool_dir: Path, count: int) -> None:
+    events = [{"request_id": f"gwreq_spooled_{n}", "created_at": NOW} for n in range(count)]
+    spool.append(spool_dir / "usage-4242.jsonl", events)
+
+
+def dead_letter_events(spool_dir: Path, count: int) -> None:
+    lines = [
+        spool.dead_letter_line(error="DataError", event={"request_id": f"gwreq_dead_{n}"})
+        for n in range(count)
+    ]
+    spool.write_dead_letters(spool_dir, lines)
+
+
+def test_without_redis_the_report_names_the_local_backlog(settings, budget):
+    settings.REDIS_URL = ""
+    spool_events(Path(settings.GATEWAY_SPOOL_DIR), 2)
+
+    report = run()
+
+    assert report.backlog == {"local": 2}
+    assert report.lowering_held
+
+
+@needs_redis
+@pytest.mark.parametrize("waiting", [spool_events, dead_letter_events])
+def test_a_local_backlog_holds_a_lowering_and_still_raises(client, budget, settings, waiting):
+    other = factories.budget(owner=budget.organization, amount_micros=1, period="week")
+    set_counter(client, budget, settled=5_000)  # ahead of the ledger's 3,000
+    client.hset(reconcile.counter_key(other.pk, "2026-W47"), mapping={"s": 500, "r": 0})
+    waiting(Path(settings.GATEWAY_SPOOL_DIR), 3)
+
+    report = run()
+
+    assert report.backlog == {"local": 3}
+    checks = {check.budget_id: check for check in report.checks}
+    held, raised = checks[budget.pk], checks[other.pk]
+    assert (held.drift_micros, held.held, held.repaired) == (2_000, True, False)
+    assert counter(client, budget)[b"s"] == b"5000"
+    assert (raised.drift_micros, raised.repaired) == (-1_500, True)
+    assert counter(client, other, "2026-W47")[b"s"] == b"2000"
+
+
+@needs_redis
+def test_a_backlog_advertised_by_a_gateway_elsewhere_holds_a_lowering(client, budget, settings):
+    beacon = spool.RedisBacklogBeacon(
+        settings.REDIS_URL, prefix=settings.GATEWAY_COUNTER_PREFIX, ttl_seconds=60
+    )
+    set_counter(client, budget, settled=5_000)
+    beacon.publish(spool.Backlog(spooled=4, dead=1))
+    assert 0 < client.ttl(beacon.key) <= 60
+
+    report = run()
+
+    assert sum(report.backlog.values()) == 5
+    assert report.checks[0].held
+    assert counter(client, budget)[b"s"] == b"5000"
+
+    beacon.publish(spool.Backlog())  # the gateway replayed its spool
+    beacon.close()
+    assert client.exists(beacon.key) == 0
+    (drift,) = run().drifts
+    assert drift.repaired
+    assert counter(client, budget)[b"s"] == b"3000"
