@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 
 from django.conf import settings
-from uvicorn_worker import UvicornWorker
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # no py.typed
 
 
-class DrainingUvicornWorker(UvicornWorker):
+class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]  # an untyped base
     async def _serve(self) -> None:
         # Read here, not in __init__: gunicorn builds the worker in the arbiter, before the
         # application (and with it Django's settings) is loaded.

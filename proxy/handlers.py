@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -686,7 +686,12 @@ async def _settle(
     cost_micros: int,
     tokens: int,
 ) -> None:
-    """Charge the budgets of the deployment that served; free the other reservations."""
+    """Charge the budgets of the deployment that served; free the other reservations.
+
+    When the counter store is down, the reservations and slots still held are handed to the
+    runtime's pending releases, freed as soon as the store is back (the cost itself reaches
+    the counters through reconciliation, which compares them with the ledger).
+    """
     plan = admitted.plan
     if plan is None:
         return
@@ -697,30 +702,24 @@ async def _settle(
         est=admitted.est,
         now=admitted.now,
     )
-    charged = tuple(admitted.reserved.get(charge.key, charge) for charge in served)
-    await runtime.store.settle(
-        AdmissionPlan(
-            charged,
-            plan.counters.rates,
-            reservation_id=plan.counters.reservation_id,
-            reservation_ttl_seconds=plan.counters.reservation_ttl_seconds,
-        ),
-        cost_micros=cost_micros,
-        tokens=tokens,
-    )
     served_keys = {charge.key for charge in served}
     unused = tuple(c for key, c in admitted.reserved.items() if key not in served_keys)
-    if unused:
-        await runtime.store.settle(
-            AdmissionPlan(
-                unused,
-                (),
-                reservation_id=plan.counters.reservation_id,
-                reservation_ttl_seconds=plan.counters.reservation_ttl_seconds,
-            ),
-            cost_micros=0,
-            tokens=0,
-        )
+    steps = [
+        (tuple(admitted.reserved.get(c.key, c) for c in served), plan.counters.rates, cost_micros),
+        (unused, (), 0),
+    ]
+    for index, (budgets, rates, cost) in enumerate(steps):
+        if not budgets and not rates:
+            continue
+        settlement = replace(plan.counters, budgets=budgets, rates=rates)
+        try:
+            await runtime.store.settle(settlement, cost_micros=cost, tokens=tokens if rates else 0)
+        except CounterStoreUnavailable:
+            for later, later_rates, _ in steps[index:]:
+                runtime.pending_releases.add(
+                    replace(plan.counters, budgets=later, rates=later_rates)
+                )
+            raise
 
 
 # --- count_tokens and models ------------------------------------------------------------------
@@ -771,8 +770,10 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
         if plan is not None:
             try:
                 await runtime.store.settle(plan.counters, cost_micros=0, tokens=0)
+            except CounterStoreUnavailable:
+                runtime.pending_releases.add(plan.counters)
             except Exception:
-                logger.warning("could not release a count_tokens slot; it expires on its own")
+                logger.exception("could not release a count_tokens slot; it expires on its own")
 
 
 async def _admit_rates(

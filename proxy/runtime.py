@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,7 @@ from django.core.cache import cache
 from governance import periods, policy
 from governance.policy import BudgetRule
 from proxy.asgi import InflightBytes, TrustedProxies
-from proxy.counters.base import CounterStore
+from proxy.counters.base import AdmissionPlan, CounterStore, CounterStoreUnavailable
 from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
 from proxy.providers.anthropic import AnthropicProvider
@@ -24,6 +27,8 @@ from proxy.snapshots import Snapshots
 from proxy.upstream import UpstreamClient
 from proxy.usage import UsageBuffer
 from telemetry import ledger, spool
+
+logger = logging.getLogger("gateway.proxy")
 
 
 @dataclass(slots=True)
@@ -71,6 +76,54 @@ class AuthFailureGuard:
         if len(windows) > 100_000:
             windows.clear()
         windows[name] = (started, count + 1)
+
+
+class PendingReleases:
+    """Reservations and concurrency slots whose settlement failed because the counter store
+    was down: released as soon as it answers again, instead of holding budget room and slots
+    until they expire (GATEWAY_RESERVATION_TTL_SECONDS). Bounded; what does not fit expires."""
+
+    RETRY_SECONDS = 2.0
+
+    def __init__(self, store: CounterStore, limit: int = 50_000) -> None:
+        self._store = store
+        self._plans: collections.deque[AdmissionPlan] = collections.deque(maxlen=limit)
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def add(self, plan: AdmissionPlan) -> None:
+        self._plans.append(plan)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._retry_until_empty())
+
+    async def _retry_until_empty(self) -> None:
+        while self._plans:
+            await asyncio.sleep(self.RETRY_SECONDS)
+            await self.release()
+
+    async def release(self) -> int:
+        """Release what is pending, oldest first; stop at the first failure. Returns how many."""
+        released = 0
+        while self._plans:
+            plan = self._plans[0]
+            try:
+                await self._store.settle(plan, cost_micros=0, tokens=0)
+            except CounterStoreUnavailable:
+                return released
+            except Exception:
+                logger.exception("releasing a reservation failed; it expires on its own")
+            self._plans.popleft()
+            released += 1
+        return released
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.release()
 
 
 def _version_from_cache() -> int:
@@ -122,8 +175,10 @@ class Runtime:
         self.trusted_proxies = TrustedProxies(settings.GATEWAY_TRUSTED_PROXIES)
         self.inflight_bytes = InflightBytes(settings.GATEWAY_MAX_INFLIGHT_BODY_BYTES)
         self.seed_budget = _ledger_spend
+        self.pending_releases = PendingReleases(self.store)
 
     async def close(self) -> None:
+        await self.pending_releases.close()
         await self.usage.close()
         await self.upstream.close()
         await self.store.close()

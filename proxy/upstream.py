@@ -7,7 +7,7 @@ control-plane calls and tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +46,9 @@ class HttpResponse:
         self._response = response
         self.status = response.status
         self.content_type = response.headers.get("content-type", "")
+        # Every response header, case-insensitive, for adapters that read provider-specific ones
+        # (e.g. Bedrock's x-amzn-ErrorType and x-amzn-RequestId); never sent to the client as is.
+        self.upstream_headers: Mapping[str, str] = response.headers
         self.headers = [
             (name.lower().encode(), value.encode())
             for name, value in response.headers.items()

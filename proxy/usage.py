@@ -92,7 +92,7 @@ class UsageBuffer:
         self._spill_scheduled = False
         self._advertise_scheduled = False
         self._spool_lock = threading.Lock()  # appends from the writer and the spill thread
-        self._full_warned_at = -float("inf")
+        self._warned_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_replay = 0.0
@@ -115,9 +115,16 @@ class UsageBuffer:
             self._schedule_spill()
         self._ensure_running()
 
+    def _due(self, warning: str) -> bool:
+        """Rate limit for a warning that could otherwise come with every event."""
+        now = time.monotonic()
+        if now - self._warned_at.get(warning, -WARN_EVERY_SECONDS) < WARN_EVERY_SECONDS:
+            return False
+        self._warned_at[warning] = now
+        return True
+
     def _schedule_spill(self) -> None:
-        if time.monotonic() - self._full_warned_at >= WARN_EVERY_SECONDS:
-            self._full_warned_at = time.monotonic()
+        if self._due("full"):
             logger.warning(
                 "usage queue full (%d events waiting for the ledger): spilling to the spool",
                 len(self._pending),
@@ -216,7 +223,8 @@ class UsageBuffer:
                 self._spool(batch)
             except Exception:
                 # Disk full or gone: nothing is dropped; the next overflow tries again.
-                logger.exception("could not spill %d usage events to the spool", len(batch))
+                if self._due("spill"):
+                    logger.exception("could not spill %d usage events to the spool", len(batch))
                 self._overflow.extendleft(reversed(batch))
                 return
             self.spilled += len(batch)

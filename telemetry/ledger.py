@@ -94,7 +94,10 @@ def _integer_cleaner(field: Field[Any, Any]) -> Cleaner:
         if type(value) is not int:
             if value is None or value is _MISSING:
                 return default
-            value = _as_int(value)
+            try:
+                value = _as_int(value)
+            except (ArithmeticError, TypeError, ValueError):  # e.g. Decimal("sNaN")
+                value = None
             if value is None:
                 return default
         return low if value < low else high if value > high else value
@@ -307,14 +310,13 @@ def write_events_isolating(events: Sequence[Mapping[str, Any]]) -> WriteResult:
     rejected and every other row is written. Any other error (connection, schema) is raised,
     and the caller keeps the whole batch for later (writes are idempotent)."""
     result = WriteResult()
-    adapt = connection.ops.adapt_datetimefield_value
-    pairs: list[tuple[Mapping[str, Any], tuple[Any, ...]]] = []
+    batch: list[Mapping[str, Any]] = []
     for event in events:
-        try:
-            pairs.append((event, _row(event, adapt)))
-        except Exception as error:  # not a mapping, or a value even cleaning cannot take
-            result.rejected.append(Rejected(_as_dict(event), _describe(error)))
-    _write_halves(pairs, result)
+        if isinstance(event, Mapping):
+            batch.append(event)
+        else:  # e.g. a spool line holding a JSON list
+            result.rejected.append(Rejected(_as_dict(event), "TypeError: not a usage event"))
+    _write_halves(batch, result)
     return result
 
 
@@ -325,24 +327,23 @@ def _as_dict(event: Any) -> dict[str, Any]:
     return dict(event) if isinstance(event, Mapping) else {"value": _as_text(event)}
 
 
-def _write_halves(
-    pairs: list[tuple[Mapping[str, Any], tuple[Any, ...]]], result: WriteResult
-) -> None:
-    if not pairs:
+def _write_halves(events: Sequence[Mapping[str, Any]], result: WriteResult) -> None:
+    # Rows are cleaned again for each half: only a failing batch pays it, about log2(500) times.
+    if not events:
         return
     try:
-        _insert([row for _, row in pairs])
+        write_events(events)
     except Exception as error:
         if not is_row_error(error):
             raise
-        if len(pairs) == 1:
-            result.rejected.append(Rejected(_as_dict(pairs[0][0]), _describe(error)))
+        if len(events) == 1:
+            result.rejected.append(Rejected(_as_dict(events[0]), _describe(error)))
             return
-        middle = len(pairs) // 2
-        _write_halves(pairs[:middle], result)
-        _write_halves(pairs[middle:], result)
+        middle = len(events) // 2
+        _write_halves(events[:middle], result)
+        _write_halves(events[middle:], result)
         return
-    result.written += len(pairs)
+    result.written += len(events)
 
 
 def write_events_reusing_connection(events: list[dict[str, Any]]) -> WriteResult:

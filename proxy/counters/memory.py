@@ -1,11 +1,12 @@
 """In-process counters for the embedded default (one gateway process).
 
 Each method runs without awaiting between its check and its update, so on one event loop it
-is as atomic as the Redis script, and it keeps the same semantics: budget reservations and
-concurrency slots are held per reservation id until settle or until they expire.
+is as atomic as the Redis script, and it keeps the same semantics (proxy/counters/redis.py):
+a reservation is a record of what one reservation id holds on which counter, released by
+settle or, once expired, by the next admission.
 
-Nothing here lives forever: rate windows, budget counters past their ttl and expired
-reservations are dropped by a sweep that runs at most once every SWEEP_SECONDS, on admission.
+Nothing here lives forever: rate windows and budget counters past their ttl are dropped by a
+sweep that runs at most once every SWEEP_SECONDS, on admission.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from proxy.counters.base import (
     AdmissionPlan,
     AdmissionResult,
-    BudgetCharge,
     Outcome,
     RateCharge,
     RateKind,
@@ -27,33 +27,19 @@ from proxy.counters.base import (
 
 SWEEP_SECONDS = 60.0
 
-# A held reservation: (reservation id, amount) -> expires at. Reservations are appended as
-# they are admitted and, sharing one ttl, expire in that order: reclaiming pops from the front
-# and stops at the first live one.
-Holds = OrderedDict[tuple[str, int], float]
-
 
 @dataclass(slots=True)
 class _Budget:
     settled: int
     expires: float  # math.inf for counters without ttl (lifetime budgets)
     reserved: int = 0
-    holds: Holds = field(default_factory=OrderedDict)
-
-    def reclaim(self, now: float) -> None:
-        """Drop reservations that expired unsettled (their worker died) from `reserved`."""
-        holds = self.holds
-        while holds:
-            hold, expires = next(iter(holds.items()))
-            if expires > now:
-                return
-            del holds[hold]
-            self.reserved = max(0, self.reserved - hold[1])
 
 
-def _expire_slots(slots: OrderedDict[str, float], now: float) -> None:
-    while slots and next(iter(slots.values())) <= now:
-        slots.popitem(last=False)
+@dataclass(slots=True)
+class _Record:
+    expires: float
+    budgets: dict[str, int] = field(default_factory=dict)  # counter key -> micros held
+    slots: dict[str, int] = field(default_factory=dict)  # concurrency key -> slots held
 
 
 class MemoryCounterStore:
@@ -63,8 +49,11 @@ class MemoryCounterStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._budgets: dict[str, _Budget] = {}
-        self._rates: dict[str, tuple[int, float]] = {}  # key -> (count, expires at)
-        self._slots: dict[str, OrderedDict[str, float]] = {}  # key -> reservation id -> expiry
+        self._rates: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        self._slots: dict[str, int] = {}  # concurrency key -> slots taken
+        # Reservation id -> what it holds. Kept in expiry order (one ttl for all, re-admission
+        # moves a record to the end), so reclaiming pops from the front.
+        self._records: OrderedDict[str, _Record] = OrderedDict()
         self._version_reader = version_reader
         self._clock = clock
         self._sweep_at = clock() + SWEEP_SECONDS
@@ -86,27 +75,44 @@ class MemoryCounterStore:
         return entry[0]
 
     def _sweep(self, now: float) -> None:
-        """Forget whatever expired; amortised over SWEEP_SECONDS of admissions."""
+        """Forget ended windows and counters; amortised over SWEEP_SECONDS of admissions."""
         self._sweep_at = now + SWEEP_SECONDS
         self._rates = {key: entry for key, entry in self._rates.items() if entry[1] > now}
         self._budgets = {key: c for key, c in self._budgets.items() if c.expires > now}
-        for counter in self._budgets.values():
-            counter.reclaim(now)
-        for slots in self._slots.values():
-            _expire_slots(slots, now)
-        self._slots = {key: slots for key, slots in self._slots.items() if slots}
+
+    def _reclaim(self, now: float) -> None:
+        """Release what reservations that expired unsettled (their worker died) still hold."""
+        records = self._records
+        while records:
+            reservation_id, record = next(iter(records.items()))
+            if record.expires > now:
+                return
+            del records[reservation_id]
+            self._release(record.budgets, record.slots, now)
+
+    def _release(self, budgets: dict[str, int], slots: dict[str, int], now: float) -> None:
+        for key, micros in budgets.items():
+            counter = self._budget(key, now)
+            if counter is not None:
+                counter.reserved = max(0, counter.reserved - micros)
+        for key, taken in slots.items():
+            left = self._slots.get(key, 0) - taken
+            if left > 0:
+                self._slots[key] = left
+            else:
+                self._slots.pop(key, None)
 
     async def admit(self, plan: AdmissionPlan) -> AdmissionResult:
         now = self._clock()
         if now >= self._sweep_at:
             self._sweep(now)
+        self._reclaim(now)
         counters = [self._budget(charge.key, now) for charge in plan.budgets]
         missing = tuple(i for i, counter in enumerate(counters) if counter is None)
         if missing:
             return AdmissionResult(Outcome.COUNTERS_MISSING, missing=missing)
         live = [counter for counter in counters if counter is not None]
         for index, (charge, counter) in enumerate(zip(plan.budgets, live, strict=True)):
-            counter.reclaim(now)
             used = counter.settled + counter.reserved
             if charge.enforce and used + charge.reserve_micros > charge.limit_micros:
                 return AdmissionResult(Outcome.BUDGET_EXHAUSTED, index=index, current=used)
@@ -114,68 +120,76 @@ class MemoryCounterStore:
             refused = self._check_rate(index, rate, now)
             if refused is not None:
                 return refused
-        expires = now + plan.reservation_ttl_seconds
-        for charge, counter in zip(plan.budgets, live, strict=True):
-            self._hold(counter, charge, plan.reservation_id, expires)
+        self._reserve(plan, live, now)
+        return AdmissionResult(Outcome.ADMITTED)
+
+    def _check_rate(self, index: int, rate: RateCharge, now: float) -> AdmissionResult | None:
+        if rate.kind == RateKind.CONCURRENT:
+            current = self._slots.get(rate.key, 0)
+            if current + 1 > rate.limit:
+                return AdmissionResult(Outcome.RATE_LIMITED, index=index, current=current)
+            return None
+        current = self._rate(rate.key, now)
+        if rate.kind == RateKind.TOKENS:
+            over = current >= rate.limit
+        else:
+            over = current + rate.amount > rate.limit
+        if not over:
+            return None
+        window = self._rates.get(rate.key)
+        retry_ms = 0 if window is None else max(0, int((window[1] - now) * 1000))
+        return AdmissionResult(
+            Outcome.RATE_LIMITED, index=index, current=current, retry_after_ms=retry_ms
+        )
+
+    def _reserve(self, plan: AdmissionPlan, counters: list[_Budget], now: float) -> None:
+        record = self._records.pop(plan.reservation_id, None)
+        if record is None:
+            record = _Record(now + plan.reservation_ttl_seconds)
+        record.expires = now + plan.reservation_ttl_seconds
+        for charge, counter in zip(plan.budgets, counters, strict=True):
+            if charge.reserve_micros:  # a zero reservation has nothing to release
+                counter.reserved += charge.reserve_micros
+                record.budgets[charge.key] = (
+                    record.budgets.get(charge.key, 0) + charge.reserve_micros
+                )
         for rate in plan.rates:
             if rate.kind == RateKind.CONCURRENT:
-                self._slots.setdefault(rate.key, OrderedDict())[plan.reservation_id] = expires
+                self._slots[rate.key] = self._slots.get(rate.key, 0) + 1
+                record.slots[rate.key] = record.slots.get(rate.key, 0) + 1
                 continue
             current = self._rate(rate.key, now)
             window = self._rates.get(rate.key)
             # A fixed window keeps the end its first request gave it.
             window_end = now + rate.ttl_seconds if window is None else window[1]
             self._rates[rate.key] = (current + rate.amount, window_end)
-        return AdmissionResult(Outcome.ADMITTED)
-
-    def _check_rate(self, index: int, rate: RateCharge, now: float) -> AdmissionResult | None:
-        key, kind, limit = rate.key, rate.kind, rate.limit
-        if kind == RateKind.CONCURRENT:
-            slots = self._slots.get(key)
-            if slots is not None:
-                _expire_slots(slots, now)
-            current = len(slots) if slots else 0
-            if current + 1 > limit:
-                return AdmissionResult(Outcome.RATE_LIMITED, index=index, current=current)
-            return None
-        current = self._rate(key, now)
-        over = current >= limit if kind == RateKind.TOKENS else current + rate.amount > limit
-        if not over:
-            return None
-        window = self._rates.get(key)
-        retry_ms = 0 if window is None else max(0, int((window[1] - now) * 1000))
-        return AdmissionResult(
-            Outcome.RATE_LIMITED, index=index, current=current, retry_after_ms=retry_ms
-        )
-
-    @staticmethod
-    def _hold(counter: _Budget, charge: BudgetCharge, reservation_id: str, expires: float) -> None:
-        hold = (reservation_id, charge.reserve_micros)
-        # A zero reservation has nothing to release; the same one admitted twice is held once.
-        if charge.reserve_micros and hold not in counter.holds:
-            counter.holds[hold] = expires
-            counter.reserved += charge.reserve_micros
+        if record.budgets or record.slots:
+            self._records[plan.reservation_id] = record  # at the end: the latest expiry
 
     async def settle(
         self, plan: AdmissionPlan, *, cost_micros: int, tokens: int, release: bool = True
     ) -> None:
         now = self._clock()
+        record = self._records.get(plan.reservation_id)
+        held_budgets: dict[str, int] = {}
+        held_slots: dict[str, int] = {}
+        if record is not None:
+            # Released only if still held: not yet settled, not reclaimed after expiry.
+            for charge in plan.budgets:
+                if charge.key in record.budgets:
+                    held_budgets[charge.key] = record.budgets.pop(charge.key)
+            for rate in plan.rates:
+                if release and rate.kind == RateKind.CONCURRENT and rate.key in record.slots:
+                    held_slots[rate.key] = record.slots.pop(rate.key)
+            if not record.budgets and not record.slots:
+                del self._records[plan.reservation_id]
         for charge in plan.budgets:
             counter = self._budget(charge.key, now)
-            if counter is None:
-                continue  # vanished: the next admission seeds it from the ledger
-            counter.settled += cost_micros
-            # Released only if still held: not yet settled, not reclaimed after expiry.
-            if counter.holds.pop((plan.reservation_id, charge.reserve_micros), None) is not None:
-                counter.reserved = max(0, counter.reserved - charge.reserve_micros)
+            if counter is not None:  # vanished: the next admission seeds it from the ledger
+                counter.settled += cost_micros
+        self._release(held_budgets, held_slots, now)
         for rate in plan.rates:
-            if rate.kind == RateKind.CONCURRENT:
-                slots = self._slots.get(rate.key)
-                if release and slots is not None:
-                    slots.pop(plan.reservation_id, None)
-                    if not slots:
-                        del self._slots[rate.key]
-            elif rate.kind == RateKind.TOKENS:
+            if rate.kind == RateKind.TOKENS:
                 self._rate(rate.key, now)  # drops an ended window
                 window = self._rates.get(rate.key)
                 if window is not None:
@@ -190,11 +204,9 @@ class MemoryCounterStore:
 
     async def budget_spent(self, key: str) -> int | None:
         now = self._clock()
+        self._reclaim(now)
         counter = self._budget(key, now)
-        if counter is None:
-            return None
-        counter.reclaim(now)
-        return counter.settled + counter.reserved
+        return None if counter is None else counter.settled + counter.reserved
 
     async def policy_version(self) -> int:
         return self._version_reader()

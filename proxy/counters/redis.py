@@ -6,13 +6,18 @@ number of processes cannot both take the last dollar.
 
 Layout under the prefix:
 - `b:<budget>:<period>`: hash, s = settled and r = reserved micros (telemetry/reconcile.py
-  reads both); `...:holds`: the reservations included in r, a sorted set of members
-  `<reservation id>:<micros>` scored by expiry (ms). Admission first reclaims expired members
-  from r, so a worker that dies before settling leaks its reservation for one ttl at most;
-  settle subtracts a reservation only if ZREM still finds it (no double release).
-- `r:...:rpm:<minute>` and `...:tpm:<minute>`: integer counters expiring with their window.
-- `r:...:conc:slots`: sorted set, one member per reservation id scored by expiry: a dead
-  worker's slot expires on its own, however busy the key (ZREMRANGEBYSCORE before ZCARD).
+  reads both).
+- `r:...:rpm:<minute>`, `r:...:tpm:<minute>`: integers expiring with their window;
+  `r:...:conc`: the concurrency slots taken.
+- `hold:<reservation id>`: hash, what one request holds: counter key -> micros reserved there,
+  concurrency key -> slots taken. Settle releases only what its record still lists (so a
+  second settle, or one after expiry, releases nothing) and deletes the record with its last
+  field.
+- `holds`: sorted set of reservation ids scored by expiry (ms). Every admission first releases
+  the records whose expiry passed (a worker died before settling), a few at a time, so a
+  leaked reservation or slot lasts one reservation ttl at most, however busy its counters.
+  That step reads records and counters the script was not given as KEYS: fine on one Redis
+  (this store does not support Redis Cluster; its multi-key admission never did).
 
 Every number sent to Redis is an integer formatted as such: Lua's `-0` or floats make HINCRBY
 refuse ("value is not an integer"). Expiries come from the gateway's clock (injectable for
@@ -42,136 +47,166 @@ from proxy.counters.base import (
 
 logger = logging.getLogger("gateway.counters")
 
-HOLDS_SUFFIX = ":holds"
-SLOTS_SUFFIX = ":slots"  # not the old string key's name: a leftover would answer WRONGTYPE
+INDEX_KEY = "holds"
+RECORD_PREFIX = "hold:"
+RECLAIM_BATCH = 64  # expired records released per admission: bounds one script's run time
 
-# Shared by the scripts that read a budget: moves expired reservations of counter `key`
-# (listed in `gone`, members of `holds`) out of r and returns the new r.
+# Shared: releases what expired reservations hold. `index` is the holds key, `base` the
+# prefix of record keys. A counter that vanished is not recreated.
 RECLAIM_LUA = """
-local function reclaim(key, holds, gone, now)
-  local sum = 0
-  for _, m in ipairs(gone) do sum = sum + tonumber(string.match(m, '(%d+)$')) end
-  redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
-  local r = redis.call('HINCRBY', key, 'r', string.format('%d', -sum))
-  if r < 0 then
-    redis.call('HSET', key, 'r', 0)
-    r = 0
+local function release(key, amount)
+  if redis.call('EXISTS', key) == 0 then return end
+  if redis.call('TYPE', key).ok == 'hash' then
+    if redis.call('HINCRBY', key, 'r', '-' .. amount) < 0 then redis.call('HSET', key, 'r', 0) end
+  elseif redis.call('DECRBY', key, amount) < 0 then
+    redis.call('SET', key, 0, 'KEEPTTL')
   end
-  return r
 end
-local function reserved(key, holds, r, now)
-  local gone = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
-  if #gone == 0 then return tonumber(r or '0') end
-  return reclaim(key, holds, gone, now)
+local function reclaim(index, base, now, batch)
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, batch)
+  if #gone == 0 then return end
+  for _, id in ipairs(gone) do
+    local held = redis.call('HGETALL', base .. id)
+    for k = 1, #held, 2 do release(held[k], held[k + 1]) end
+    redis.call('DEL', base .. id)
+  end
+  redis.call('ZREM', index, unpack(gone))
 end
 """
 
-# KEYS: nb budget counters, their nb holds, then nr rate counters.
-# ARGV: nb, nr, now (ms), expiry of this reservation (ms), reservation id, its ttl (s), then
-# (limit, reserve, ttl, enforce) per budget, then (kind, limit, amount, ttl) per rate limit.
+# KEYS: nb budget counters, nr rate counters, the holds index, this request's record.
+# ARGV: nb, nr, now (ms), expiry (ms), reservation id, reservation ttl (s), record prefix,
+# reclaim batch, then (limit, reserve, enforce) per budget, then (kind, limit, amount, ttl)
+# per rate limit.
 ADMIT_LUA = (
     RECLAIM_LUA
     + """
 local nb = tonumber(ARGV[1])
 local nr = tonumber(ARGV[2])
-local now = ARGV[3]
+local index = KEYS[nb + nr + 1]
+local record = KEYS[nb + nr + 2]
+reclaim(index, ARGV[7], ARGV[3], ARGV[8])
 local missing = {}
 local used = {}
 for i = 1, nb do
   local v = redis.call('HMGET', KEYS[i], 's', 'r')
   if v[1] then
-    used[i] = tonumber(v[1]) + reserved(KEYS[i], KEYS[nb + i], v[2], now)
+    used[i] = tonumber(v[1]) + tonumber(v[2] or '0')
   else
     missing[#missing + 1] = i - 1
   end
 end
 if #missing > 0 then return {2, -1, 0, 0, missing} end
 for i = 1, nb do
-  local a = 6 + (i - 1) * 4
-  if ARGV[a + 4] == '1' and used[i] + tonumber(ARGV[a + 2]) > tonumber(ARGV[a + 1]) then
+  local a = 8 + (i - 1) * 3
+  if ARGV[a + 3] == '1' and used[i] + tonumber(ARGV[a + 2]) > tonumber(ARGV[a + 1]) then
     return {1, i - 1, used[i], 0, {}}
   end
 end
-local rb = 6 + nb * 4
-local rk = 2 * nb
+local rb = 8 + nb * 3
 for j = 1, nr do
   local a = rb + (j - 1) * 4
-  local key = KEYS[rk + j]
+  local key = KEYS[nb + j]
   local kind = ARGV[a + 1]
   local limit = tonumber(ARGV[a + 2])
-  if kind == '3' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local current = redis.call('ZCARD', key)
-    if current + 1 > limit then return {3, j - 1, current, 0, {}} end
+  local current = tonumber(redis.call('GET', key) or '0')
+  local over
+  if kind == '2' then
+    over = current >= limit
   else
-    local current = tonumber(redis.call('GET', key) or '0')
-    local over
-    if kind == '2' then
-      over = current >= limit
-    else
-      over = current + tonumber(ARGV[a + 3]) > limit
-    end
-    if over then return {3, j - 1, current, redis.call('PTTL', key), {}} end
+    over = current + tonumber(ARGV[a + 3]) > limit
+  end
+  if over then
+    local pttl = 0
+    if kind ~= '3' then pttl = redis.call('PTTL', key) end
+    return {3, j - 1, current, pttl, {}}
   end
 end
-local expires = ARGV[4]
-local id = ARGV[5]
+-- A request's second plan (failover) adds to its record: amounts on one counter add up.
+local fresh = redis.call('EXISTS', record) == 0
+local fields = {}
+local function hold(key, amount)
+  if fresh then
+    fields[#fields + 1] = key
+    fields[#fields + 1] = amount
+  else
+    redis.call('HINCRBY', record, key, amount)
+  end
+end
+local held = not fresh
 for i = 1, nb do
-  local a = 6 + (i - 1) * 4
-  local reserve = ARGV[a + 2]
-  -- Held once per (id, amount): the same reservation admitted twice is not counted twice.
-  if reserve ~= '0'
-    and redis.call('ZADD', KEYS[nb + i], 'NX', expires, id .. ':' .. reserve) == 1 then
-    -- r holds exactly the sum of holds, so r == reserve means the holds key was just created:
-    -- it then gets the counter's ttl, once.
-    if redis.call('HINCRBY', KEYS[i], 'r', reserve) == tonumber(reserve)
-      and ARGV[a + 3] ~= '0' then
-      redis.call('EXPIRE', KEYS[nb + i], ARGV[a + 3])
-    end
+  local reserve = ARGV[8 + (i - 1) * 3 + 2]
+  if reserve ~= '0' then
+    redis.call('HINCRBY', KEYS[i], 'r', reserve)
+    hold(KEYS[i], reserve)
+    held = true
   end
 end
 for j = 1, nr do
   local a = rb + (j - 1) * 4
-  local key = KEYS[rk + j]
+  local key = KEYS[nb + j]
   if ARGV[a + 1] == '3' then
-    redis.call('ZADD', key, expires, id)
-    redis.call('EXPIRE', key, ARGV[6])  -- only collects an idle key: slots expire by score
+    redis.call('INCRBY', key, 1)
+    -- Only collects an idle key: a leaked slot is released through its record.
+    redis.call('EXPIRE', key, ARGV[6])
+    hold(key, '1')
+    held = true
   elseif redis.call('INCRBY', key, ARGV[a + 3]) == tonumber(ARGV[a + 3]) then
     redis.call('EXPIRE', key, ARGV[a + 4])  -- a new window; an open one keeps its end
   end
 end
+if #fields > 0 then redis.call('HSET', record, unpack(fields)) end
+if held then redis.call('ZADD', index, ARGV[4], ARGV[5]) end
 return {0, -1, 0, 0, {}}
 """
 )
 
-# KEYS as for admission. ARGV: nb, nr, cost, tokens, release, reservation id, then reserve per
-# budget, then (kind, amount) per rate limit.
+# KEYS as for admission. ARGV: nb, nr, cost, tokens, release, reservation id, then
+# (kind, amount) per rate limit.
 SETTLE_LUA = """
 local nb = tonumber(ARGV[1])
 local nr = tonumber(ARGV[2])
 local cost = ARGV[3]
-local id = ARGV[6]
+local record = KEYS[nb + nr + 2]
+local fields = {}
+for i = 1, nb do fields[i] = KEYS[i] end
+for j = 1, nr do
+  if ARGV[6 + (j - 1) * 2 + 1] == '3' and ARGV[5] == '1' then
+    fields[#fields + 1] = KEYS[nb + j]
+  end
+end
+local held = {}
+if #fields > 0 then held = redis.call('HMGET', record, unpack(fields)) end
+local released = false
 for i = 1, nb do
-  local reserve = ARGV[6 + i]
-  local held = reserve ~= '0' and redis.call('ZREM', KEYS[nb + i], id .. ':' .. reserve) == 1
   -- A counter that vanished (eviction) is not recreated here: the next admission seeds it
   -- from the ledger, which will include this request.
   if redis.call('EXISTS', KEYS[i]) == 1 then
     if cost ~= '0' then redis.call('HINCRBY', KEYS[i], 's', cost) end
-    if held and redis.call('HINCRBY', KEYS[i], 'r', '-' .. reserve) < 0 then
+    if held[i] and redis.call('HINCRBY', KEYS[i], 'r', '-' .. held[i]) < 0 then
       redis.call('HSET', KEYS[i], 'r', 0)
     end
   end
+  released = released or held[i]
 end
-local rb = 6 + nb
-local rk = 2 * nb
+for f = nb + 1, #fields do
+  local key = fields[f]
+  if held[f] then
+    released = true
+    if redis.call('EXISTS', key) == 1 and redis.call('DECRBY', key, held[f]) < 0 then
+      redis.call('SET', key, 0, 'KEEPTTL')
+    end
+  end
+end
+if released then
+  redis.call('HDEL', record, unpack(fields))
+  if redis.call('EXISTS', record) == 0 then redis.call('ZREM', KEYS[nb + nr + 1], ARGV[6]) end
+end
 for j = 1, nr do
-  local kind = ARGV[rb + (j - 1) * 2 + 1]
-  local key = KEYS[rk + j]
-  if kind == '3' then
-    if ARGV[5] == '1' then redis.call('ZREM', key, id) end
-  elseif kind == '2' and redis.call('EXISTS', key) == 1 then
-    local delta = tonumber(ARGV[4]) - tonumber(ARGV[rb + (j - 1) * 2 + 2])
+  local a = 6 + (j - 1) * 2
+  local key = KEYS[nb + j]
+  if ARGV[a + 1] == '2' and redis.call('EXISTS', key) == 1 then
+    local delta = tonumber(ARGV[4]) - tonumber(ARGV[a + 2])
     if delta ~= 0 and redis.call('INCRBY', key, string.format('%d', delta)) < 0 then
       redis.call('SET', key, 0, 'KEEPTTL')
     end
@@ -180,25 +215,24 @@ end
 return 0
 """
 
-# KEYS: counter, its holds. ARGV: spent, ttl. A new counter holds no reservation: records
-# left from before an eviction must not be subtracted from it.
 SEED_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 's', ARGV[1], 'r', 0)
   if ARGV[2] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-  redis.call('DEL', KEYS[2])
   return 1
 end
 return 0
 """
 
-# KEYS: counter, its holds. ARGV: now (ms). Settled plus live reserved, or nil.
+# KEYS: counter, the holds index. ARGV: now (ms), record prefix, reclaim batch. Settled plus
+# live reserved, or nil.
 SPENT_LUA = (
     RECLAIM_LUA
     + """
+reclaim(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 local v = redis.call('HMGET', KEYS[1], 's', 'r')
 if not v[1] then return false end
-return tonumber(v[1]) + reserved(KEYS[1], KEYS[2], v[2], ARGV[1])
+return tonumber(v[1]) + tonumber(v[2] or '0')
 """
 )
 
@@ -229,15 +263,12 @@ class RedisCounterStore:
 
     def _keys(self, plan: AdmissionPlan) -> list[str]:
         prefix = self._prefix
-        budgets = [prefix + b.key for b in plan.budgets]
-        return (
-            budgets
-            + [key + HOLDS_SUFFIX for key in budgets]
-            + [
-                prefix + r.key + SLOTS_SUFFIX if r.kind == RateKind.CONCURRENT else prefix + r.key
-                for r in plan.rates
-            ]
-        )
+        return [
+            *(prefix + b.key for b in plan.budgets),
+            *(prefix + r.key for r in plan.rates),
+            prefix + INDEX_KEY,
+            prefix + RECORD_PREFIX + plan.reservation_id,
+        ]
 
     @contextmanager
     def _unavailable_on_error(self) -> Iterator[None]:
@@ -268,9 +299,11 @@ class RedisCounterStore:
             now + ttl * 1000,
             plan.reservation_id,
             ttl,
+            self._prefix + RECORD_PREFIX,
+            RECLAIM_BATCH,
         ]
         for b in plan.budgets:
-            args += [b.limit_micros, b.reserve_micros, b.ttl_seconds, 1 if b.enforce else 0]
+            args += [b.limit_micros, b.reserve_micros, 1 if b.enforce else 0]
         for r in plan.rates:
             args += [int(r.kind), r.limit, r.amount, r.ttl_seconds]
         with self._unavailable_on_error():
@@ -295,23 +328,20 @@ class RedisCounterStore:
             int(release),
             plan.reservation_id,
         ]
-        args += [b.reserve_micros for b in plan.budgets]
         for r in plan.rates:
             args += [int(r.kind), r.amount]
         with self._unavailable_on_error():
             await self._settle(keys=self._keys(plan), args=args)
 
     async def seed_budget(self, key: str, spent_micros: int, ttl_seconds: int) -> None:
-        key = self._prefix + key
         with self._unavailable_on_error():
-            await self._seed(
-                keys=[key, key + HOLDS_SUFFIX], args=[int(spent_micros), int(ttl_seconds)]
-            )
+            await self._seed(keys=[self._prefix + key], args=[int(spent_micros), int(ttl_seconds)])
 
     async def budget_spent(self, key: str) -> int | None:
-        key = self._prefix + key
+        keys = [self._prefix + key, self._prefix + INDEX_KEY]
+        args = [self._now_ms(), self._prefix + RECORD_PREFIX, RECLAIM_BATCH]
         with self._unavailable_on_error():
-            spent = await self._spent(keys=[key, key + HOLDS_SUFFIX], args=[self._now_ms()])
+            spent = await self._spent(keys=keys, args=args)
         return None if spent is None else int(spent)
 
     async def policy_version(self) -> int:

@@ -117,6 +117,13 @@ def governed(fake_upstream: FakeAnthropic) -> Governed:
     ensure_price_book()
     org = factories.organization(name="acme", timezone="Europe/Berlin")
     team = factories.team(organization=org, name="backend")
+    provider = route_claude_to(fake_upstream)
+    issued = keys.create_key(actor=ACTOR, organization=org, team=team, name="vk-backend")
+    return Governed(org, team, issued.key, issued.secret, provider)
+
+
+def route_claude_to(fake_upstream: FakeAnthropic) -> Provider:
+    """A provider for the fake upstream, serving every claude-* model under its own name."""
     provider = Provider(
         name="fake-anthropic", kind=Provider.Kind.ANTHROPIC, base_url=fake_upstream.base_url
     )
@@ -125,8 +132,7 @@ def governed(fake_upstream: FakeAnthropic) -> Governed:
     route = ModelRoute(public_name="claude-*")
     common.save_instance(route, actor=ACTOR)
     common.save_instance(Deployment(route=route, provider=provider, upstream_model=""), actor=ACTOR)
-    issued = keys.create_key(actor=ACTOR, organization=org, team=team, name="vk-backend")
-    return Governed(org, team, issued.key, issued.secret, provider)
+    return provider
 
 
 def ensure_price_book() -> None:
