@@ -41,7 +41,7 @@ help:
 	@echo "make typecheck mypy (strict)"
 	@echo "make bench     run benchmarks/run.py"
 	@echo "make bench-spend  benchmarks/spend_pipeline.py (needs DATABASE_URL=postgres://...)"
-	@echo "make lock      pin every resolved package for this Python in requirements/lock-pyX.Y.txt"
+	@echo "make lock      pin every resolved package in requirements/lock-py3.X.txt, per Python"
 	@echo "make clean     remove caches, collected static files and build leftovers"
 
 # Checked on every run: a venv made by another interpreter (another version, or one since
@@ -114,20 +114,24 @@ bench: $(STAMP)
 bench-spend: $(STAMP)
 	$(BIN)/python benchmarks/spend_pipeline.py
 
-# Pins what `pip install -e '.[dev]'` resolves today on this Python, from a throwaway venv so
-# that nothing installed by hand in $(VENV) slips in. Install from a lock with
-# `pip install -r requirements/lock-pyX.Y.txt && pip install --no-deps -e .`.
+# Pins what `pip install -e '.[dev]'` resolves today, once per supported Python found (the
+# three resolve alike today, but markers may one day split them), each from a throwaway venv
+# so that nothing installed by hand in $(VENV) slips in. Install from a lock with
+# `pip install -r requirements/lock-py3.X.txt && pip install --no-deps -e .`.
 LOCK_VENV := .venv-lock
 lock:
-	rm -rf $(LOCK_VENV)
-	$(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@mkdir -p requirements
-	@version=$$($(LOCK_VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
-	{ echo "# Every package \`pip install -e '.[dev]'\` resolved on Python $$version: \`make lock\`"; \
-	  $(LOCK_VENV)/bin/python -m pip freeze --disable-pip-version-check --exclude-editable; \
-	} > requirements/lock-py$$version.txt; \
-	echo "Wrote requirements/lock-py$$version.txt"
+	@for version in 3.11 3.12 3.13; do \
+		python=$$(sh scripts/find-python $$version) || { echo "Skipping Python $$version"; continue; }; \
+		echo "Resolving with $$python ..."; \
+		rm -rf $(LOCK_VENV); \
+		$$python -m venv $(LOCK_VENV); \
+		$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'; \
+		{ echo "# Every package \`pip install -e '.[dev]'\` resolved on Python $$version: \`make lock\`"; \
+		  $(LOCK_VENV)/bin/python -m pip freeze --disable-pip-version-check --exclude-editable; \
+		} > requirements/lock-py$$version.txt; \
+		echo "Wrote requirements/lock-py$$version.txt"; \
+	done; \
 	rm -rf $(LOCK_VENV)
 
 # Leaves the venvs, .env, the database and .demo-credentials alone: those hold state or secrets.

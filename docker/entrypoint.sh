@@ -22,7 +22,8 @@ case "${1:-serve}" in
         export GATEWAY_DRAIN_SECONDS="${GATEWAY_DRAIN_SECONDS:-600}"
         export GATEWAY_TRUSTED_PROXIES="${GATEWAY_TRUSTED_PROXIES:-}"
         FLUSH_SECONDS=30
-        # WEB_CONCURRENCY sets the worker count; GUNICORN_CMD_ARGS adds any other option.
+        # WEB_CONCURRENCY sets the worker count, HOST the address to bind (all by default);
+        # GUNICORN_CMD_ARGS adds any other option.
         # Forwarded headers are believed only from GATEWAY_TRUSTED_PROXIES (empty: from no one;
         # gunicorn's own default would trust 127.0.0.1).
         # No control socket: it would go to $HOME/.gunicorn, which the image does not have.

@@ -10,6 +10,7 @@ once per new connection (lookups are cached for the connector's DNS TTL), never 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 from aiohappyeyeballs import AddrInfoType
@@ -18,6 +19,8 @@ from aiohttp.resolver import DefaultResolver
 
 from governance import outbound
 
+logger = logging.getLogger("gateway.egress")
+
 
 class ForbiddenAddressError(OSError):
     """aiohttp reports an OSError raised while resolving or connecting as a connection error,
@@ -25,6 +28,13 @@ class ForbiddenAddressError(OSError):
 
     def __init__(self, address: str) -> None:
         super().__init__(errno.EACCES, f"refused to connect to {address}: not a public address")
+        # The client sees a plain 502; the operator needs to know why (never the URL: the
+        # address is all that is named).
+        logger.warning(
+            "upstream connection to %s refused: not a public address "
+            "(allow its network in GATEWAY_OUTBOUND_ALLOWED_NETWORKS if it is meant)",
+            address,
+        )
 
 
 class GuardedResolver(AbstractResolver):

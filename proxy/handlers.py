@@ -574,6 +574,11 @@ async def _forward_messages(
         outcome.status, outcome.error_type = 500, "api_error"
         outcome.error_message = f"gateway error: {type(exc).__name__}"
         raise
+    except asyncio.CancelledError:
+        # The server is shutting down and its drain time is over: the answer is cut short.
+        outcome.error_type = outcome.error_type or "api_error"
+        outcome.error_message = "cut short: the gateway shut down before the answer ended"
+        raise
     finally:
         await _finish(
             runtime, event, policy, admitted, outcome, started=started, disconnected=disconnected

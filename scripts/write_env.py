@@ -26,6 +26,8 @@ def render() -> str:
         HEADER
         + f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}\n"
         + f"GATEWAY_ENCRYPTION_KEY={Fernet.generate_key().decode()}\n"
+        # Keys the audit chain's HMAC (governance/services/audit.py); kept out of the database.
+        + f"GATEWAY_AUDIT_KEY={secrets.token_urlsafe(48)}\n"
     )
 
 
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default=".env", type=Path)
     args = parser.parse_args(argv)
     if write_once(args.path):
-        print(f"Wrote {args.path} with a fresh DJANGO_SECRET_KEY and GATEWAY_ENCRYPTION_KEY.")
+        print(
+            f"Wrote {args.path} with a fresh DJANGO_SECRET_KEY, GATEWAY_ENCRYPTION_KEY "
+            "and GATEWAY_AUDIT_KEY."
+        )
     else:
         print(f"Keeping the existing {args.path}.")
     return 0

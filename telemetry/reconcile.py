@@ -189,11 +189,11 @@ def _reconcile(
     correct = client.register_script(CORRECT_LUA)
     report = ReconcileReport(shared_store=True, backlog=backlog)
     if backlog and repair:
+        # By source: a gateway on this host advertises the spool dir read as "local" too.
         logger.warning(
-            "%d usage events wait outside the ledger (%s): counters are only raised, "
+            "usage events wait outside the ledger (%s): counters are only raised, "
             "not lowered, in this reconciliation",
-            sum(backlog.values()),
-            ", ".join(sorted(backlog)),
+            ", ".join(f"{source}: {events}" for source, events in sorted(backlog.items())),
         )
     for target, key, ledger, (s0, r0), (s1, _) in zip(
         targets, keys, figures, before, after, strict=True

@@ -48,6 +48,8 @@ DATETIME_FIELDS = ("created_at",)
 BACKLOG_KEY = "usage-backlog"
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 _EVENT_END = b"}\n"  # every encoded event (and dead letter) line ends so; a torn line need not
+ROTATE_BYTES = 16 * 1024 * 1024  # a spool file this big is closed; the next append starts one
+_CHUNK = 1024 * 1024
 
 
 # --- what a ledger writer reports back --------------------------------------------------------
@@ -141,6 +143,10 @@ def append(path: Path, events: Sequence[dict[str, Any]]) -> None:
             handle.write(b"\n" + data)
             handle.flush()
             os.fsync(handle.fileno())
+            if handle.tell() >= ROTATE_BYTES:
+                # Still under the lock: later appends start a new file, and a replay never
+                # has to hold a whole long outage in memory at once.
+                path.rename(path.with_name(f"{path.stem}-{time.time_ns()}.jsonl"))
             return
     raise OSError(f"spool file {path.name} kept being renamed during the append")
 
@@ -247,14 +253,25 @@ def _count_events(path: Path, seen: set[tuple[int, int]]) -> int:
         if known is None or known.head != head[: len(known.head)] or status.st_size < known.size:
             known = _Counted(head, 0, 0)
         # One byte back: an event end split across the previous count's end is counted now.
-        start = max(known.size - 1, 0)
-        handle.seek(start)
-        tail = handle.read(status.st_size - start)
-        known.events += tail.count(_EVENT_END)
-        known.size = start + len(tail)
+        added, known.size = _count_from(handle, max(known.size - 1, 0), status.st_size)
+        known.events += added
         known.head = head
         _counted[identity] = known
         return known.events
+
+
+def _count_from(handle: IO[bytes], start: int, end: int) -> tuple[int, int]:
+    """Event ends between two offsets, read in chunks; and where the reading stopped."""
+    handle.seek(start)
+    count, last, position = 0, b"", start
+    while position < end:
+        chunk = handle.read(min(_CHUNK, end - position))
+        if not chunk:
+            break
+        count += chunk.count(_EVENT_END) + (last == b"}" and chunk[:1] == b"\n")
+        last = chunk[-1:]
+        position += len(chunk)
+    return count, position
 
 
 def backlog(spool_dir: Path) -> Backlog:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +17,7 @@ def test_anonymous_requests_get_no_schema(client: Client) -> None:
 
 
 def test_a_signed_in_user_who_is_not_staff_gets_no_schema(
-    client: Client, django_user_model: type[AbstractUser]
+    client: Client, django_user_model: type[User]
 ) -> None:
     user = django_user_model.objects.create_user("viewer", password="not-a-real-password-1")
     client.force_login(user)

@@ -38,7 +38,9 @@ LEGACY_VERSION = 1
 KEYED_VERSION = 2
 MIN_KEY_LENGTH = 32
 # Fields that must never be copied into the audit trail.
-SECRET_FIELDS = frozenset({"lookup_hash", "previous_lookup_hash", "credentials_encrypted"})
+SECRET_FIELDS = frozenset(
+    {"lookup_hash", "previous_lookup_hash", "credentials_encrypted", "secret_target"}
+)
 UNTRACKED_FIELDS = frozenset({"created_at", "updated_at"})
 
 

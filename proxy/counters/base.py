@@ -24,8 +24,8 @@ class BudgetCharge:
 class RateKind(IntEnum):
     REQUESTS = 1  # refuse when count + 1 > limit
     TOKENS = 2  # refuse when the minute's count is already at the limit
-    # One slot per reservation id, held until settle or until the plan's reservation ttl; the
-    # charge's amount and ttl_seconds are not used.
+    # Refuse when count + 1 > limit. The slot is held by the plan's reservation: released on
+    # settle or once the reservation expires; the charge's ttl_seconds is not used.
     CONCURRENT = 3
 
 
@@ -46,9 +46,10 @@ class AdmissionPlan:
     `reservation_ttl_seconds` after admission: a worker that dies before settling leaks nothing
     for longer than that (the next admission on the counter reclaims it). Settle removes only
     what is still recorded, so settling twice, or after the reservation expired, never releases
-    it twice. Several plans may share one id (a request's extra provider budgets at failover)
-    as long as they name different counters. Callers pass the request id; a plan without one
-    gets a random id, so that plans built without it never share a slot or a reservation.
+    it twice. Several plans may share one id (a request's extra provider budgets at failover):
+    each settle releases what its own counters hold under that id (if two plans reserved on
+    one counter, the first settle naming it releases both). Callers pass the request id; a
+    plan without one gets a random id, so that plans built without it never share a hold.
     """
 
     budgets: tuple[BudgetCharge, ...] = ()

@@ -126,7 +126,7 @@ class MemoryCounterStore:
     def _check_rate(self, index: int, rate: RateCharge, now: float) -> AdmissionResult | None:
         if rate.kind == RateKind.CONCURRENT:
             current = self._slots.get(rate.key, 0)
-            if current + 1 > rate.limit:
+            if current + rate.amount > rate.limit:
                 return AdmissionResult(Outcome.RATE_LIMITED, index=index, current=current)
             return None
         current = self._rate(rate.key, now)
@@ -155,8 +155,8 @@ class MemoryCounterStore:
                 )
         for rate in plan.rates:
             if rate.kind == RateKind.CONCURRENT:
-                self._slots[rate.key] = self._slots.get(rate.key, 0) + 1
-                record.slots[rate.key] = record.slots.get(rate.key, 0) + 1
+                self._slots[rate.key] = self._slots.get(rate.key, 0) + rate.amount
+                record.slots[rate.key] = record.slots.get(rate.key, 0) + rate.amount
                 continue
             current = self._rate(rate.key, now)
             window = self._rates.get(rate.key)

@@ -64,13 +64,14 @@ local function release(key, amount)
 end
 local function reclaim(index, base, now, batch)
   local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, batch)
-  if #gone == 0 then return end
+  if #gone == 0 then return 0 end
   for _, id in ipairs(gone) do
     local held = redis.call('HGETALL', base .. id)
     for k = 1, #held, 2 do release(held[k], held[k + 1]) end
     redis.call('DEL', base .. id)
   end
   redis.call('ZREM', index, unpack(gone))
+  return #gone
 end
 """
 
@@ -122,10 +123,12 @@ for j = 1, nr do
     return {3, j - 1, current, pttl, {}}
   end
 end
--- A request's second plan (failover) adds to its record: amounts on one counter add up.
-local fresh = redis.call('EXISTS', record) == 0
+-- What this request holds goes to its record. A request's second plan (failover) finds the
+-- record there: amounts on one counter then add up.
+local fresh = nil
 local fields = {}
 local function hold(key, amount)
+  if fresh == nil then fresh = redis.call('EXISTS', record) == 0 end
   if fresh then
     fields[#fields + 1] = key
     fields[#fields + 1] = amount
@@ -133,30 +136,27 @@ local function hold(key, amount)
     redis.call('HINCRBY', record, key, amount)
   end
 end
-local held = not fresh
 for i = 1, nb do
   local reserve = ARGV[8 + (i - 1) * 3 + 2]
   if reserve ~= '0' then
     redis.call('HINCRBY', KEYS[i], 'r', reserve)
     hold(KEYS[i], reserve)
-    held = true
   end
 end
 for j = 1, nr do
   local a = rb + (j - 1) * 4
   local key = KEYS[nb + j]
   if ARGV[a + 1] == '3' then
-    redis.call('INCRBY', key, 1)
-    -- Only collects an idle key: a leaked slot is released through its record.
+    redis.call('INCRBY', key, ARGV[a + 3])
+    -- The key's ttl only collects an idle key: a leaked slot is released through its record.
     redis.call('EXPIRE', key, ARGV[6])
-    hold(key, '1')
-    held = true
+    hold(key, ARGV[a + 3])
   elseif redis.call('INCRBY', key, ARGV[a + 3]) == tonumber(ARGV[a + 3]) then
     redis.call('EXPIRE', key, ARGV[a + 4])  -- a new window; an open one keeps its end
   end
 end
 if #fields > 0 then redis.call('HSET', record, unpack(fields)) end
-if held then redis.call('ZADD', index, ARGV[4], ARGV[5]) end
+if fresh ~= nil then redis.call('ZADD', index, ARGV[4], ARGV[5]) end
 return {0, -1, 0, 0, {}}
 """
 )
@@ -225,11 +225,11 @@ return 0
 """
 
 # KEYS: counter, the holds index. ARGV: now (ms), record prefix, reclaim batch. Settled plus
-# live reserved, or nil.
+# live reserved (every expired reservation released first), or nil.
 SPENT_LUA = (
     RECLAIM_LUA
     + """
-reclaim(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
+while reclaim(KEYS[2], ARGV[2], ARGV[1], ARGV[3]) == tonumber(ARGV[3]) do end
 local v = redis.call('HMGET', KEYS[1], 's', 'r')
 if not v[1] then return false end
 return tonumber(v[1]) + tonumber(v[2] or '0')
@@ -339,7 +339,7 @@ class RedisCounterStore:
 
     async def budget_spent(self, key: str) -> int | None:
         keys = [self._prefix + key, self._prefix + INDEX_KEY]
-        args = [self._now_ms(), self._prefix + RECORD_PREFIX, RECLAIM_BATCH]
+        args: list[Any] = [self._now_ms(), self._prefix + RECORD_PREFIX, RECLAIM_BATCH]
         with self._unavailable_on_error():
             spent = await self._spent(keys=keys, args=args)
         return None if spent is None else int(spent)

@@ -73,6 +73,9 @@ def start_gateway() -> GatewayServer:
         log_level="warning",
         lifespan="on",
         access_log=False,
+        # Forwarded headers are the gateway's to judge (GATEWAY_TRUSTED_PROXIES): uvicorn's own
+        # default would trust 127.0.0.1 and rewrite the client address first.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="gateway")

@@ -454,6 +454,7 @@ async def test_memory_store_forgets_ended_rate_windows_and_counters() -> None:
     assert set(store._rates) == {"r:key:1:rpm:later"}
     assert store._budgets == {}
     assert store._slots == {}
+    assert not store._records
 
 
 async def test_memory_budget_counter_expires_with_its_ttl() -> None:
@@ -488,28 +489,6 @@ async def test_redis_budget_hash_keeps_settled_and_reserved_fields(stores_redis:
         await client.aclose()
 
     assert values == [b"40", b"500"]
-
-
-@redis_only
-async def test_redis_reseeded_counter_ignores_reservations_from_before(
-    stores_redis: Stores,
-) -> None:
-    store = stores_redis.store
-    assert isinstance(store, RedisCounterStore)
-    await store.seed_budget("b:1:2026-11", 0, 3600)
-    before = plan(budget("b:1:2026-11", reserve=500))
-    assert (await store.admit(before)).admitted
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await client.delete(store._prefix + "b:1:2026-11")  # evicted
-    finally:
-        await client.aclose()
-    await store.seed_budget("b:1:2026-11", 0, 3600)
-    assert (await store.admit(plan(budget("b:1:2026-11", reserve=300)))).admitted
-
-    await store.settle(before, cost_micros=100, tokens=0)
-
-    assert await store.budget_spent("b:1:2026-11") == 100 + 300
 
 
 @redis_only
@@ -617,3 +596,29 @@ async def test_plain_outages_are_unavailable_without_an_error_log(
         await store.close()
 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_crashed_worker_s_many_reservations_are_all_reclaimed(stores: Stores) -> None:
+    store = stores.store
+    await store.seed_budget("b:1:2026-11", 0, 7200)
+    for _ in range(150):  # more than one admission reclaims at once on Redis
+        assert (await store.admit(plan(budget("b:1:2026-11", limit=10**6), ttl=60))).admitted
+
+    stores.pass_reservation_ttl(60)
+
+    assert await store.budget_spent("b:1:2026-11") == 0
+
+
+async def test_two_plans_of_one_request_on_one_counter_are_released_once(stores: Stores) -> None:
+    store = stores.store
+    await store.seed_budget("b:org:2026-11", 0, 3600)
+    main = plan(budget("b:org:2026-11", reserve=100), reservation_id="q1")
+    extra = plan(budget("b:org:2026-11", reserve=100), reservation_id="q1")
+    assert (await store.admit(main)).admitted
+    assert (await store.admit(extra)).admitted
+    assert await store.budget_spent("b:org:2026-11") == 200
+
+    await store.settle(extra, cost_micros=0, tokens=0)
+    await store.settle(main, cost_micros=40, tokens=0)
+
+    assert await store.budget_spent("b:org:2026-11") == 40

@@ -250,6 +250,7 @@ def test_a_stream_longer_than_the_drain_is_cut_and_still_recorded(
     assert server.wait() == 0, server.output()
     [row] = UsageRecord.objects.all()  # written by the lifespan before the worker exited
     assert row.stream and row.input_tokens == 25 and row.output_tokens < 40
+    assert row.error_type == "api_error" and "shut down" in row.error_message
 
 
 def test_a_worker_retired_while_the_arbiter_runs_on_is_not_killed_as_hung(

@@ -220,15 +220,19 @@ def test_without_redis_the_report_names_the_local_backlog(settings, budget):
 
 @needs_redis
 @pytest.mark.parametrize("waiting", [spool_events, dead_letter_events])
-def test_a_local_backlog_holds_a_lowering_and_still_raises(client, budget, settings, waiting):
+def test_a_local_backlog_holds_a_lowering_and_still_raises(
+    client, budget, settings, waiting, caplog
+):
     other = factories.budget(owner=budget.organization, amount_micros=1, period="week")
     set_counter(client, budget, settled=5_000)  # ahead of the ledger's 3,000
     client.hset(reconcile.counter_key(other.pk, "2026-W47"), mapping={"s": 500, "r": 0})
     waiting(Path(settings.GATEWAY_SPOOL_DIR), 3)
 
-    report = run()
+    with caplog.at_level("WARNING", logger="gateway.reconcile"):
+        report = run()
 
     assert report.backlog == {"local": 3}
+    assert "(local: 3): counters are only raised, not lowered" in caplog.text
     checks = {check.budget_id: check for check in report.checks}
     held, raised = checks[budget.pk], checks[other.pk]
     assert (held.drift_micros, held.held, held.repaired) == (2_000, True, False)

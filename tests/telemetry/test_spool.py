@@ -75,3 +75,27 @@ def test_an_event_json_cannot_hold_as_is_is_still_encoded() -> None:
         "cost": "1.5",
         "n": 3,
     }
+
+
+def test_counting_in_small_chunks_finds_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "_CHUNK", 7)  # event ends fall across chunk boundaries
+    spool.append(tmp_path / "usage-1.jsonl", events(*range(50)))
+    assert spool.backlog(tmp_path).spooled == 50
+    spool.append(tmp_path / "usage-1.jsonl", events(*range(50, 53)))
+    assert spool.backlog(tmp_path).spooled == 53
+
+
+def test_a_big_spool_file_is_closed_and_the_next_append_starts_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "ROTATE_BYTES", 200)
+    for number in range(4):
+        spool.append(tmp_path / "usage-1.jsonl", events(number, number + 100))
+
+    files = sorted(tmp_path.glob(spool.REPLAY_GLOB))
+    assert len(files) == 2  # two appends pass 200 bytes: the file is closed after each pair
+    replayed = [e["request_id"] for f in files for e in spool.decode_lines(f.read_bytes())[0]]
+    assert sorted(replayed) == sorted(f"gwreq_{n}" for n in (0, 1, 2, 3, 100, 101, 102, 103))
+    assert spool.backlog(tmp_path).spooled == 8
