@@ -22,6 +22,7 @@ from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
 from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider
+from proxy.providers.bedrock import BedrockProvider
 from proxy.providers.mock import MockProvider
 from proxy.snapshots import Snapshots
 from proxy.upstream import UpstreamClient
@@ -158,6 +159,7 @@ class Runtime:
         self.providers: dict[str, Provider] = {
             "anthropic": AnthropicProvider(self.upstream),
             "azure": AnthropicProvider(self.upstream),  # Foundry's Anthropic endpoint
+            "bedrock": BedrockProvider(self.upstream),
             "mock": MockProvider(),
         }
         self.usage = UsageBuffer(

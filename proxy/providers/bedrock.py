@@ -21,8 +21,8 @@ import yarl
 
 from governance.policy import ProviderConfig, RouteTarget
 from proxy.providers.aws_auth import AwsAccess, CredentialSource
-from proxy.providers.bedrock_events import BedrockFailure, EventTranslator, joined, message_of
 from proxy.providers.base import UpstreamCall
+from proxy.providers.bedrock_events import BedrockFailure, EventTranslator, joined, message_of
 from proxy.upstream import HttpResponse, UpstreamClient, UpstreamResponse
 
 BEDROCK_VERSION = "bedrock-2023-05-31"
@@ -178,6 +178,10 @@ class BedrockStream:
         return b"".join([chunk async for chunk in self.chunks()])
 
     async def close(self) -> None:
+        # The upstream generator is left suspended when the client stops reading early.
+        aclose = getattr(self._upstream, "aclose", None)
+        if aclose is not None:
+            await aclose()
         await self._response.close()
 
 

@@ -2,7 +2,7 @@
 
 Pure translation, no I/O: a Bedrock exception (HTTP or in-stream) becomes the status and error
 type Anthropic would answer; event-stream messages, decoded by botocore's parser, become
-Anthropic SSE frames (`event: <type>\ndata: <json>\n\n`).
+Anthropic SSE frames (an `event: <type>` line, a `data: <json>` line, a blank line).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from proxy.errors import anthropic_error_body, anthropic_type_for
 EVENT_TYPE_PATTERN = re.compile(r"[a-z_]{1,64}")
 INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
 MAX_MESSAGE_LENGTH = 2000
+
 # Bedrock exception names (lower case: streams name them in camelCase) -> the status and error
 # type Anthropic would answer. Throttling and quotas are rate limits; "not ready" and
 # "unavailable" are capacity (529, which clients and failover retry); a model timeout is 504.

@@ -5,7 +5,9 @@ Anthropic's `input_tokens` excludes cached tokens; OpenAI's `prompt_tokens` incl
     prompt_tokens = input_tokens + cache_creation_input_tokens + cache_read_input_tokens
     prompt_tokens_details.cached_tokens = cache_read_input_tokens
     prompt_tokens_details.cache_write_tokens = cache_creation_input_tokens
-    completion_tokens = output_tokens  (thinking included on both sides)
+    completion_tokens = output_tokens  (thinking included on both sides; a non-zero
+    thinking/reasoning breakdown is carried over as output_tokens_details.thinking_tokens /
+    completion_tokens_details.reasoning_tokens)
 
 Going back, `cache_write_tokens` is subtracted from `prompt_tokens` as well as `cached_tokens`:
 both are parts of the prompt (OpenAI SDK docstrings), so the three Anthropic numbers always
@@ -54,10 +56,9 @@ def anthropic_usage_to_openai(usage: Mapping[str, Any]) -> OpenAIUsage:
         prompt_tokens_details={"cached_tokens": read, "cache_write_tokens": written},
     )
     details = usage.get("output_tokens_details")
-    if isinstance(details, Mapping) and "thinking_tokens" in details:
-        result["completion_tokens_details"] = {
-            "reasoning_tokens": count(details["thinking_tokens"])
-        }
+    thinking = count(details.get("thinking_tokens")) if isinstance(details, Mapping) else 0
+    if thinking:
+        result["completion_tokens_details"] = {"reasoning_tokens": thinking}
     return result
 
 
@@ -78,10 +79,13 @@ def openai_usage_to_anthropic(usage: Mapping[str, Any]) -> AnthropicUsage:
         cache_read_input_tokens=read,
     )
     completion_details = usage.get("completion_tokens_details")
-    if isinstance(completion_details, Mapping) and "reasoning_tokens" in completion_details:
-        result["output_tokens_details"] = {
-            "thinking_tokens": count(completion_details["reasoning_tokens"])
-        }
+    reasoning = (
+        count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, Mapping)
+        else 0
+    )
+    if reasoning:
+        result["output_tokens_details"] = {"thinking_tokens": reasoning}
     return result
 
 

@@ -218,6 +218,31 @@ async def test_count_tokens_answers_like_anthropic(fake, provider):
     assert inner["anthropic_version"] == "bedrock-2023-05-31" and "model" not in inner
 
 
+async def test_guardrail_and_latency_settings_are_sent_as_signed_bedrock_headers(fake, provider):
+    settings = {
+        "guardrail_identifier": "gr-team-7",
+        "guardrail_version": "2",
+        "performance_latency": "optimized",
+    }
+    response = await provider.send(target=target(fake, settings=settings), call=call())
+    await drain(response)
+    assert response.status == 200, fake.refused
+    headers = fake.received[0].headers
+    assert headers["x-amzn-bedrock-guardrailidentifier"] == "gr-team-7"
+    assert headers["x-amzn-bedrock-guardrailversion"] == "2"
+    assert headers["x-amzn-bedrock-performanceconfig-latency"] == "optimized"
+    assert "x-amzn-bedrock-guardrailidentifier" in headers["authorization"]
+
+
+async def test_a_stream_closed_early_is_released(fake, provider):
+    fake.queue(Reply(text=" ".join(["word"] * 200), deltas=100, split_writes=64))
+    response = await provider.send(target=target(fake), call=call(stream=True))
+    chunks = response.chunks()
+    first = await anext(chunks)
+    await response.close()
+    assert first.startswith(b"event: message_start")
+
+
 # --- signing and credentials -------------------------------------------------------------------
 
 
