@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import inspect
 import itertools
 import json
 import os
@@ -548,22 +547,11 @@ def measure_write_events(
     )
 
 
-def gateway_writer() -> tuple[Callable[[list[dict[str, Any]]], int], dict[str, Any]]:
-    """The writer (and buffer options) proxy/runtime.py gives the UsageBuffer, whichever
-    version of telemetry.ledger is installed: the lead is reworking it."""
-    from proxy.usage import UsageBuffer
+def gateway_writer() -> tuple[Callable[[list[dict[str, Any]]], Any], dict[str, Any]]:
+    """The writer (and buffer options) proxy/runtime.py gives the UsageBuffer."""
     from telemetry import ledger
 
-    # Looked up by name: one of the two does not exist, depending on the version.
-    names = ("write_events_reusing_connection", "write_events_and_close")
-    writer: Callable[[list[dict[str, Any]]], int] = next(
-        getattr(ledger, name) for name in names if hasattr(ledger, name)
-    )
-    options: dict[str, Any] = {}
-    release = getattr(ledger, "close_connection", None)
-    if release is not None and "release" in inspect.signature(UsageBuffer).parameters:
-        options["release"] = release
-    return writer, options
+    return ledger.write_events_reusing_connection, {"release": ledger.close_connection}
 
 
 async def _offer(

@@ -62,6 +62,12 @@ class UsageRecord(models.Model):
             models.Index(fields=["key_id", "created_at"], name="usage_key_time"),
             models.Index(fields=["parent_key_id", "created_at"], name="usage_parent_time"),
             models.Index(fields=["session_id", "created_at"], name="usage_session_time"),
+            # The admin's warning about estimated costs reads only these rows (few, or none).
+            models.Index(
+                fields=["created_at"],
+                name="usage_estimated_time",
+                condition=models.Q(cost_estimated=True),
+            ),
         ]
 
     def __str__(self) -> str:
