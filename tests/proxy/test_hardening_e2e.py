@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -202,7 +205,7 @@ def test_truncated_upstream_json_is_a_502_in_anthropic_shape(gateway, governed, 
 
 
 @pytest.fixture
-def two_providers(governed: Governed) -> tuple[FakeAnthropic, FakeAnthropic]:
+def two_providers(governed: Governed) -> Iterator[tuple[FakeAnthropic, FakeAnthropic]]:
     """Route claude-sonnet-4-6 to two providers at one position (weighted 1:1)."""
     first, second = FakeAnthropic().start(), FakeAnthropic().start()
     route = ModelRoute(public_name="claude-sonnet-4-6")
@@ -317,7 +320,7 @@ def gateway_small_inflight(settings, tmp_path):
     yield from _gateway(settings, tmp_path)
 
 
-def _gateway(settings, tmp_path):
+def _gateway(settings: Any, tmp_path: Path) -> Iterator[GatewayServer]:
     from tests.proxy.conftest import start_gateway
 
     settings.GATEWAY_POLICY_CHECK_SECONDS = 0

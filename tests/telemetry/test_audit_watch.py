@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from prometheus_client import generate_latest
 
 from governance.models import AuditEvent
@@ -150,8 +151,8 @@ def test_a_break_is_alerted_even_with_the_cache_down(
     def down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(audit_watch.cache, "get", down)
-    monkeypatch.setattr(audit_watch.cache, "set", down)
+    monkeypatch.setattr(cache, "get", down)
+    monkeypatch.setattr(cache, "set", down)
 
     assert audit_watch.verify_and_alert().alerted == 1
     assert gauge("gateway_audit_chain_intact") is None
