@@ -14,6 +14,14 @@ Series (counters end in `_total` on the wire). L = organization, team, key, mode
   {budget, organization, scope, owner, period, models}
 - gauges gateway_usage_spooled_events / gateway_usage_dead_letter_events (no labels): usage
   events waiting on this host's disk (UsageBacklogCollector)
+- per deployment {provider, model} (model: the upstream model; proxy/health/, the failover
+  breaker): gateway_upstream_attempts_total{..., status, outcome} (status "none": no answer;
+  outcome ok, or failed: what fails over), gateway_deployment_failovers_total (a failed attempt
+  the request moved on from), gateway_deployment_skipped_total (requests that skipped it while
+  it cooled down), gateway_deployment_cooldowns_total (breaker trips); gauges
+  gateway_deployment_cooling_down (1 while the breaker is open) and
+  gateway_deployment_consecutive_failures, read from the health state at scrape time
+  (telemetry/provider_health.py: Redis, so the same from every worker, or this process's)
 
 `model` is the model that answered (or, for a refusal, the model asked for). Money is counted in
 integer micro-dollars everywhere else; it becomes float dollars only here, at exposition.
@@ -126,6 +134,34 @@ OVERHEAD = Histogram(
     buckets=OVERHEAD_BUCKETS,
     registry=REGISTRY,
 )
+# Per deployment: provider name and upstream model (proxy/health/).
+DEPLOYMENT_LABELS = ("provider", "model")
+ATTEMPTS = Counter(
+    "gateway_upstream_attempts",
+    "Upstream attempts by deployment, answer status and outcome (failed: what fails over).",
+    [*DEPLOYMENT_LABELS, "status", "outcome"],
+    registry=REGISTRY,
+)
+DEPLOYMENT_EVENTS = {
+    "failover": Counter(
+        "gateway_deployment_failovers",
+        "Failed attempts on a deployment after which the request moved to the next one.",
+        DEPLOYMENT_LABELS,
+        registry=REGISTRY,
+    ),
+    "skipped": Counter(
+        "gateway_deployment_skipped",
+        "Requests that skipped a deployment because it was cooling down.",
+        DEPLOYMENT_LABELS,
+        registry=REGISTRY,
+    ),
+    "cooldown": Counter(
+        "gateway_deployment_cooldowns",
+        "Cooldowns started: the deployment's breaker opened.",
+        DEPLOYMENT_LABELS,
+        registry=REGISTRY,
+    ),
+}
 
 
 # --- cardinality guards ----------------------------------------------------------------------
@@ -269,6 +305,17 @@ def record_request(
     if attempts > 1:
         _child(FAILOVERS, (names.organization, names.team, model, provider)).inc(attempts - 1)
     _record_timing(event, (provider, model), total=total, overhead=overhead)
+
+
+def record_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:
+    """One upstream attempt (status 0: no answer)."""
+    labels = (provider, MODELS(model), str(status) if status else "none", "ok" if ok else "failed")
+    _child(ATTEMPTS, labels).inc()
+
+
+def record_deployment_event(event: str, provider: str, model: str) -> None:
+    """A failover from, a skip of, or a cooldown of a deployment (DEPLOYMENT_EVENTS)."""
+    _child(DEPLOYMENT_EVENTS[event], (provider, MODELS(model))).inc()
 
 
 def _record_timing(
@@ -462,8 +509,10 @@ def scrape_registry() -> CollectorRegistry:
     registry.register(UsageBacklogCollector())
     # Imported here: the proxy imports this module, and needs none of the audit watch.
     from telemetry.audit_watch import AuditChainCollector
+    from telemetry.provider_health import DeploymentHealthCollector
 
     registry.register(AuditChainCollector())
+    registry.register(DeploymentHealthCollector())
     return registry
 
 

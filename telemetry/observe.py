@@ -70,6 +70,38 @@ def _observe(
     )
 
 
+def upstream_attempt(deployment: str, *, status: int, ok: bool) -> None:
+    """One upstream attempt's outcome (proxy/health/gate.py); `deployment` is provider:model."""
+    try:
+        provider, _, model = deployment.partition(":")
+        metrics.record_attempt(provider, model, status=status, ok=ok)
+    except Exception:
+        _log_failure()
+
+
+def deployment_failover(deployment: str) -> None:
+    """A request moved on from `deployment` after a failed attempt there."""
+    _deployment_event("failover", deployment)
+
+
+def deployment_skipped(deployment: str) -> None:
+    """A request skipped `deployment`: it was cooling down."""
+    _deployment_event("skipped", deployment)
+
+
+def deployment_cooldown(deployment: str, seconds: float) -> None:
+    """`deployment`'s breaker opened for `seconds` (the state itself is read at scrape time)."""
+    _deployment_event("cooldown", deployment)
+
+
+def _deployment_event(event: str, deployment: str) -> None:
+    try:
+        provider, _, model = deployment.partition(":")
+        metrics.record_deployment_event(event, provider, model)
+    except Exception:
+        _log_failure()
+
+
 def _log_failure() -> None:
     """Log with the traceback, at most once a minute: a bug here must not flood the logs."""
     global _last_error_logged  # noqa: PLW0603 (one timestamp; a class would add nothing)

@@ -8,7 +8,7 @@ Layout under the prefix:
 - `b:<budget>:<period>`: hash, s = settled and r = reserved micros (telemetry/reconcile.py
   reads both).
 - `r:...:rpm:<minute>`, `r:...:tpm:<minute>`: integers expiring with their window;
-  `r:...:conc`: the concurrency slots taken.
+  `r:...:conc:slots`: the concurrency slots taken.
 - `hold:<reservation id>`: hash, what one request holds: counter key -> micros reserved there,
   concurrency key -> slots taken. Settle releases only what its record still lists (so a
   second settle, or one after expiry, releases nothing) and deletes the record with its last
@@ -50,6 +50,9 @@ logger = logging.getLogger("gateway.counters")
 INDEX_KEY = "holds"
 RECORD_PREFIX = "hold:"
 RECLAIM_BATCH = 64  # expired records released per admission: bounds one script's run time
+# Concurrency counts live under a new name since slots are released through records: a count
+# leaked under the old name (by a worker that died before) is left behind, not inherited.
+SLOTS_SUFFIX = ":slots"
 
 # Shared: releases what expired reservations hold. `index` is the holds key, `base` the
 # prefix of record keys. A counter that vanished is not recreated.
@@ -265,7 +268,10 @@ class RedisCounterStore:
         prefix = self._prefix
         return [
             *(prefix + b.key for b in plan.budgets),
-            *(prefix + r.key for r in plan.rates),
+            *(
+                prefix + r.key + SLOTS_SUFFIX if r.kind == RateKind.CONCURRENT else prefix + r.key
+                for r in plan.rates
+            ),
             prefix + INDEX_KEY,
             prefix + RECORD_PREFIX + plan.reservation_id,
         ]

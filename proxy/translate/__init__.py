@@ -27,9 +27,10 @@ Two uses:
 A request neither API can express raises TranslationError (status 400, a message naming the
 field, `.anthropic_body()` / `.openai_body()`); an upstream reply that is not a chat completion
 raises it with status 502. What each direction keeps, maps, drops or refuses is listed in the
-docstring of its module: requests_to_anthropic, requests_to_openai, responses,
-streams_to_anthropic, streams_to_openai, usage (exact token mapping, PROTOCOLS 3.4), errors,
-tool_names (OpenAI's `^[a-zA-Z0-9_-]{1,64}$`, reversibly), headers (rate-limit headers).
+docstring of its module: requests_to_anthropic (with messages_to_anthropic),
+requests_to_openai, responses, streams_to_anthropic, streams_to_openai, usage (exact token
+mapping, PROTOCOLS 3.4), errors, tool_names (OpenAI's `^[a-zA-Z0-9_-]{1,64}$`, reversibly),
+headers (rate-limit headers).
 
 Usage: the Anthropic streams produced here carry usage the way Anthropic's do (message_start,
 then cumulative message_delta usage), so proxy.metering.UsageTally meters them unchanged;

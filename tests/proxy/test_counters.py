@@ -492,6 +492,23 @@ async def test_redis_budget_hash_keeps_settled_and_reserved_fields(stores_redis:
 
 
 @redis_only
+async def test_redis_concurrency_count_leaked_before_the_upgrade_is_not_inherited(
+    stores_redis: Stores,
+) -> None:
+    store = stores_redis.store
+    assert isinstance(store, RedisCounterStore)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:  # the old layout: a plain count under the charge's key, leaked by dead workers
+        await client.set(store._prefix + "r:key:1:conc", 3, ex=600)
+    finally:
+        await client.aclose()
+
+    result = await store.admit(plan(rate("r:key:1:conc", RateKind.CONCURRENT, limit=1)))
+
+    assert result.admitted
+
+
+@redis_only
 async def test_redis_script_error_is_unavailable_and_logged_once(
     stores_redis: Stores, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -52,7 +52,8 @@ def feed_in_pieces(converter: Any, raw: bytes, cuts: list[int]) -> bytes:
     """Feed `raw` split at the given offsets, then close."""
     out = b""
     start = 0
-    for cut in sorted(set(cuts)) + [len(raw)]:
+    for cut in [*sorted(set(cuts)), len(raw)]:
         out += converter.feed(raw[start:cut])
         start = cut
-    return out + converter.close()
+    closing: bytes = converter.close()
+    return out + closing

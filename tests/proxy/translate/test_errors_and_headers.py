@@ -16,15 +16,22 @@ from proxy.translate import (
 from proxy.translate.headers import format_duration, parse_duration
 
 
-def openai_error(message, error_type, code=None, status=400):
+def openai_error(
+    message: str, error_type: str, code: str | None = None, status: int = 400
+) -> tuple[int, bytes]:
     body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     return status, orjson.dumps(body)
 
 
-def test_openai_503_becomes_anthropic_529_overloaded():
-    status, body, error_type = openai_error_to_anthropic(*openai_error("busy", "server_error", status=503))
+def test_openai_503_becomes_anthropic_529_overloaded() -> None:
+    status, body, error_type = openai_error_to_anthropic(
+        *openai_error("busy", "server_error", status=503)
+    )
     assert (status, error_type) == (529, "overloaded_error")
-    assert orjson.loads(body) == {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    assert orjson.loads(body) == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "busy"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -38,23 +45,34 @@ def test_openai_503_becomes_anthropic_529_overloaded():
         (403, "invalid_request_error", "unsupported_country_region_territory", "permission_error"),
     ],
 )
-def test_openai_errors_get_anthropic_types(status, error_type, code, expected):
-    new_status, body, anthropic_type = openai_error_to_anthropic(*openai_error("m", error_type, code, status))
+def test_openai_errors_get_anthropic_types(
+    status: int, error_type: str, code: str | None, expected: str
+) -> None:
+    new_status, body, anthropic_type = openai_error_to_anthropic(
+        *openai_error("m", error_type, code, status)
+    )
     assert new_status == status
     assert anthropic_type == expected
     assert orjson.loads(body)["error"]["type"] == expected
 
 
-def test_an_upstream_401_never_shows_the_gateways_key():
+def test_an_upstream_401_never_shows_the_gateways_key() -> None:
     status, body, error_type = openai_error_to_anthropic(
-        *openai_error("Incorrect API key provided: sk-proj-****abcd.", "invalid_request_error", "invalid_api_key", 401)
+        *openai_error(
+            "Incorrect API key provided: sk-proj-****abcd.",
+            "invalid_request_error",
+            "invalid_api_key",
+            401,
+        )
     )
     assert (status, error_type) == (401, "authentication_error")
     assert b"sk-" not in body
 
 
-def test_key_like_strings_are_redacted_from_other_messages():
-    _, body, _ = openai_error_to_anthropic(*openai_error("bad key sk-abcdef123 used", "x", status=400))
+def test_key_like_strings_are_redacted_from_other_messages() -> None:
+    _, body, _ = openai_error_to_anthropic(
+        *openai_error("bad key sk-abcdef123 used", "x", status=400)
+    )
     assert orjson.loads(body)["error"]["message"] == "bad key [redacted] used"
 
 
@@ -66,19 +84,28 @@ def test_key_like_strings_are_redacted_from_other_messages():
         (b"<html>Bad Gateway</html>", "The upstream provider answered HTTP 502."),
     ],
 )
-def test_compatible_servers_error_shapes_are_understood(body, message):
+def test_compatible_servers_error_shapes_are_understood(body: bytes, message: str) -> None:
     _, converted, _ = openai_error_to_anthropic(502, body, request_id="req_1")
     parsed = orjson.loads(converted)
     assert parsed["error"]["message"] == message
     assert parsed["request_id"] == "req_1"
 
 
-def test_anthropic_529_becomes_openai_503():
-    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "req_1"}
+def test_anthropic_529_becomes_openai_503() -> None:
+    body = {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+        "request_id": "req_1",
+    }
     status, converted = anthropic_error_to_openai(529, orjson.dumps(body))
     assert status == 503
     assert orjson.loads(converted) == {
-        "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "overloaded"}
+        "error": {
+            "message": "Overloaded",
+            "type": "server_error",
+            "param": None,
+            "code": "overloaded",
+        }
     }
 
 
@@ -94,7 +121,9 @@ def test_anthropic_529_becomes_openai_503():
         (500, "api_error", "server_error", None),
     ],
 )
-def test_anthropic_errors_get_openai_types(status, anthropic_type, openai_type, code):
+def test_anthropic_errors_get_openai_types(
+    status: int, anthropic_type: str, openai_type: str, code: str | None
+) -> None:
     body = orjson.dumps({"type": "error", "error": {"type": anthropic_type, "message": "m"}})
     new_status, converted = anthropic_error_to_openai(status, body)
     assert new_status == status
@@ -102,7 +131,7 @@ def test_anthropic_errors_get_openai_types(status, anthropic_type, openai_type, 
     assert (error["type"], error["code"]) == (openai_type, code)
 
 
-def test_a_non_json_anthropic_error_gets_a_type_from_its_status():
+def test_a_non_json_anthropic_error_gets_a_type_from_its_status() -> None:
     status, converted = anthropic_error_to_openai(413, b"<html>Request Entity Too Large</html>")
     error = orjson.loads(converted)["error"]
     assert status == 413
@@ -112,7 +141,7 @@ def test_a_non_json_anthropic_error_gets_a_type_from_its_status():
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC)
 
 
-def test_openai_reset_durations_become_anthropic_reset_times():
+def test_openai_reset_durations_become_anthropic_reset_times() -> None:
     headers = openai_ratelimit_headers_to_anthropic(
         {
             "x-ratelimit-limit-requests": "500",
@@ -131,7 +160,7 @@ def test_openai_reset_durations_become_anthropic_reset_times():
     }
 
 
-def test_anthropic_reset_times_become_openai_durations():
+def test_anthropic_reset_times_become_openai_durations() -> None:
     headers = anthropic_ratelimit_headers_to_openai(
         {
             "anthropic-ratelimit-tokens-limit": "80000",
@@ -151,12 +180,22 @@ def test_anthropic_reset_times_become_openai_durations():
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("6ms", 0.006), ("1s", 1), ("6m0s", 360), ("1h2m3.5s", 3723.5), ("", None), ("soon", None), ("5 s", None)],
+    [
+        ("6ms", 0.006),
+        ("1s", 1),
+        ("6m0s", 360),
+        ("1h2m3.5s", 3723.5),
+        ("", None),
+        ("soon", None),
+        ("5 s", None),
+    ],
 )
-def test_durations_are_parsed(text, seconds):
+def test_durations_are_parsed(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.0061, "7ms"), (1, "1s"), (90.5, "1m30.5s"), (3723, "1h2m3s")])
-def test_durations_are_formatted(seconds, text):
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.0061, "7ms"), (1, "1s"), (90.5, "1m30.5s"), (3723, "1h2m3s")]
+)
+def test_durations_are_formatted(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

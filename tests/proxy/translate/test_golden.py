@@ -43,19 +43,19 @@ def claude_code_tool_names() -> ToolNames:
     return names
 
 
-def test_claude_code_request_for_an_openai_upstream():
+def test_claude_code_request_for_an_openai_upstream() -> None:
     body, names = anthropic_request_to_openai(load("claude_code_request.json"), model="gpt-4.1")
     assert body == load("claude_code_request.openai.json")
     assert names.renamed() == {"mcp__repo.tools__read_file": "mcp__repo_tools__read_file_f14ce482"}
 
 
-def test_openai_sdk_request_for_claude():
+def test_openai_sdk_request_for_claude() -> None:
     body = openai_request_to_anthropic(load("openai_sdk_request.json"), default_max_tokens=4096)
     assert body == load("openai_sdk_request.anthropic.json")
 
 
 @pytest.mark.parametrize("crlf", [False, True])
-def test_openai_stream_with_parallel_tool_calls_and_usage_chunk(crlf):
+def test_openai_stream_with_parallel_tool_calls_and_usage_chunk(crlf: bool) -> None:
     raw = (GOLDEN / "openai_stream_text_and_tool_calls.sse").read_bytes()
     if crlf:
         raw = raw.replace(b"\n", b"\r\n")
@@ -64,7 +64,7 @@ def test_openai_stream_with_parallel_tool_calls_and_usage_chunk(crlf):
     assert anthropic_events(out) == load("openai_stream_text_and_tool_calls.anthropic.json")
 
 
-def test_usage_tally_meters_the_translated_openai_stream():
+def test_usage_tally_meters_the_translated_openai_stream() -> None:
     raw = (GOLDEN / "openai_stream_text_and_tool_calls.sse").read_bytes()
     converter = OpenAIStreamToAnthropic(claude_code_tool_names(), "claude-opus-5-5")
     tally = UsageTally()
@@ -80,38 +80,52 @@ def test_usage_tally_meters_the_translated_openai_stream():
     assert tally.upstream_message_id == "chatcmpl-CxR2vJm4kq8Yt1ZpWbN7uH3dLs0Ae"
 
 
-def test_anthropic_stream_with_thinking_and_tool_use():
+def test_anthropic_stream_with_thinking_and_tool_use() -> None:
     raw = (GOLDEN / "anthropic_stream_thinking_tool_use.sse").read_bytes()
-    converter = AnthropicStreamToOpenAI(include_usage=True, model="claude-sonnet-4-6", created=1764151200)
+    converter = AnthropicStreamToOpenAI(
+        include_usage=True, model="claude-sonnet-4-6", created=1764151200
+    )
     out = feed_in_pieces(converter, raw, list(range(0, len(raw), 53)))
     assert openai_payloads(out) == load("anthropic_stream_thinking_tool_use.openai.json")
 
 
-def test_anthropic_stream_without_include_usage_has_no_usage_at_all():
+def test_anthropic_stream_without_include_usage_has_no_usage_at_all() -> None:
     raw = (GOLDEN / "anthropic_stream_thinking_tool_use.sse").read_bytes()
-    converter = AnthropicStreamToOpenAI(include_usage=False, model="claude-sonnet-4-6", created=1764151200)
+    converter = AnthropicStreamToOpenAI(
+        include_usage=False, model="claude-sonnet-4-6", created=1764151200
+    )
     payloads = openai_payloads(converter.feed(raw) + converter.close())
-    expected = [p for p in load("anthropic_stream_thinking_tool_use.openai.json") if p == "[DONE]" or p["choices"]]
+    expected = [
+        p
+        for p in load("anthropic_stream_thinking_tool_use.openai.json")
+        if p == "[DONE]" or p["choices"]
+    ]
     for payload in expected:
         if isinstance(payload, dict):
             del payload["usage"]
     assert payloads == expected
 
 
-def test_openai_reply_with_tool_calls():
+def test_openai_reply_with_tool_calls() -> None:
     message = openai_response_to_anthropic(
-        load("openai_response_tool_calls.json"), tool_names=claude_code_tool_names(), model="claude-opus-5-5"
+        load("openai_response_tool_calls.json"),
+        tool_names=claude_code_tool_names(),
+        model="claude-opus-5-5",
     )
     assert message == load("openai_response_tool_calls.anthropic.json")
 
 
-def test_anthropic_reply_with_thinking_and_tool_use():
-    completion = anthropic_response_to_openai(load("anthropic_response_tool_use.json"), created=1764151260)
+def test_anthropic_reply_with_thinking_and_tool_use() -> None:
+    completion = anthropic_response_to_openai(
+        load("anthropic_response_tool_use.json"), created=1764151260
+    )
     assert completion == load("anthropic_response_tool_use.openai.json")
 
 
-@pytest.mark.parametrize("case", load("errors.json"), ids=lambda c: f"{c['direction']}-{c['status']}")
-def test_error_replies(case):
+@pytest.mark.parametrize(
+    "case", load("errors.json"), ids=lambda c: f"{c['direction']}-{c['status']}"
+)
+def test_error_replies(case: dict[str, Any]) -> None:
     body = orjson.dumps(case["body"])
     if case["direction"] == "openai_to_anthropic":
         status, converted, error_type = openai_error_to_anthropic(case["status"], body)
@@ -122,7 +136,7 @@ def test_error_replies(case):
     assert orjson.loads(converted) == case["expected_body"]
 
 
-def test_openai_mid_stream_error_becomes_an_anthropic_error_event():
+def test_openai_mid_stream_error_becomes_an_anthropic_error_event() -> None:
     case = load("stream_errors.json")["openai_mid_stream_error"]
     converter = OpenAIStreamToAnthropic(ToolNames(), "claude-x")
     out = converter.feed(case["upstream"].encode()) + converter.close()
@@ -133,7 +147,7 @@ def test_openai_mid_stream_error_becomes_an_anthropic_error_event():
     assert not tally.completed
 
 
-def test_anthropic_mid_stream_error_becomes_an_openai_error_chunk():
+def test_anthropic_mid_stream_error_becomes_an_openai_error_chunk() -> None:
     case = load("stream_errors.json")["anthropic_mid_stream_error"]
     converter = AnthropicStreamToOpenAI(include_usage=False, model="claude-sonnet-4-6", created=1)
     out = converter.feed(case["upstream"].encode()) + converter.close()

@@ -17,7 +17,7 @@ def translate(**fields: Any) -> dict[str, Any]:
     return openai_request_to_anthropic(body, default_max_tokens=4096)
 
 
-def test_system_and_developer_messages_are_hoisted_in_order():
+def test_system_and_developer_messages_are_hoisted_in_order() -> None:
     result = translate(
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -31,42 +31,45 @@ def test_system_and_developer_messages_are_hoisted_in_order():
         {"type": "text", "text": "Answer in French."},
     ]
     assert result["messages"] == [
-        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}]}
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}],
+        }
     ]
 
 
-def test_max_tokens_defaults_when_the_client_sends_none():
+def test_max_tokens_defaults_when_the_client_sends_none() -> None:
     assert translate()["max_tokens"] == 4096
     assert translate(max_tokens=50)["max_tokens"] == 50
     assert translate(max_completion_tokens=70, max_tokens=50)["max_tokens"] == 70
 
 
 @pytest.mark.parametrize("value", [0, -1, "10", True])
-def test_invalid_max_tokens_is_a_400(value):
+def test_invalid_max_tokens_is_a_400(value: object) -> None:
     with pytest.raises(TranslationError) as caught:
         translate(max_tokens=value)
     assert caught.value.status == 400
     assert caught.value.param == "max_tokens"
 
 
-def test_temperature_is_clamped_to_anthropics_range():
+def test_temperature_is_clamped_to_anthropics_range() -> None:
     assert translate(temperature=1.7)["temperature"] == 1
     assert translate(temperature=0.3)["temperature"] == 0.3
     assert translate(temperature=-2)["temperature"] == 0
 
 
-def test_stop_becomes_a_list_of_stop_sequences():
+def test_stop_becomes_a_list_of_stop_sequences() -> None:
     assert translate(stop="END")["stop_sequences"] == ["END"]
     assert translate(stop=["a", "b"])["stop_sequences"] == ["a", "b"]
     assert "stop_sequences" not in translate(stop=None)
 
 
-def test_user_and_safety_identifier_become_metadata_user_id():
+def test_user_and_safety_identifier_become_metadata_user_id() -> None:
     assert translate(user="u-1")["metadata"] == {"user_id": "u-1"}
     assert translate(user="u-1", safety_identifier="s-1")["metadata"] == {"user_id": "s-1"}
 
 
-def test_stream_is_kept_and_include_usage_is_read_by_the_caller():
+def test_stream_is_kept_and_include_usage_is_read_by_the_caller() -> None:
     body = {"stream": True, "stream_options": {"include_usage": True}}
     assert translate(**body)["stream"] is True
     assert "stream_options" not in translate(**body)
@@ -89,7 +92,7 @@ def test_stream_is_kept_and_include_usage_is_read_by_the_caller():
         ("reasoning_effort", "extreme"),
     ],
 )
-def test_unsupported_fields_are_refused_with_a_400_naming_them(field, value):
+def test_unsupported_fields_are_refused_with_a_400_naming_them(field: str, value: object) -> None:
     with pytest.raises(TranslationError) as caught:
         translate(**{field: value})
     assert caught.value.status == 400
@@ -99,15 +102,23 @@ def test_unsupported_fields_are_refused_with_a_400_naming_them(field, value):
     assert body["error"]["param"] == field
 
 
-def test_harmless_hints_are_dropped():
+def test_harmless_hints_are_dropped() -> None:
     result = translate(
-        seed=1, presence_penalty=0.5, frequency_penalty=0.5, store=True, n=1, logprobs=False,
-        metadata={"k": "v"}, service_tier="auto", prompt_cache_key="x", verbosity="low",
+        seed=1,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        store=True,
+        n=1,
+        logprobs=False,
+        metadata={"k": "v"},
+        service_tier="auto",
+        prompt_cache_key="x",
+        verbosity="low",
     )
     assert set(result) == {"model", "messages", "max_tokens"}
 
 
-def test_tools_and_tool_choice_are_mapped():
+def test_tools_and_tool_choice_are_mapped() -> None:
     tools = [
         {
             "type": "function",
@@ -138,12 +149,12 @@ def test_tools_and_tool_choice_are_mapped():
     assert "tool_choice" not in translate(tools=tools)
 
 
-def test_a_tool_without_parameters_gets_an_empty_object_schema():
+def test_a_tool_without_parameters_gets_an_empty_object_schema() -> None:
     result = translate(tools=[{"type": "function", "function": {"name": "now"}}])
     assert result["tools"][0]["input_schema"] == {"type": "object", "properties": {}}
 
 
-def test_tool_results_are_grouped_into_one_user_message_before_its_text():
+def test_tool_results_are_grouped_into_one_user_message_before_its_text() -> None:
     result = translate(
         messages=[
             {"role": "user", "content": "weather in Paris and Rome?"},
@@ -151,13 +162,25 @@ def test_tool_results_are_grouped_into_one_user_message_before_its_text():
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": '{"c":"Paris"}'}},
-                    {"id": "call_2", "type": "function", "function": {"name": "w", "arguments": '{"c":"Rome"}'}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"c":"Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"c":"Rome"}'},
+                    },
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
             {"role": "user", "content": "and be quick"},
-            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "21C"}]},
+            {
+                "role": "tool",
+                "tool_call_id": "call_2",
+                "content": [{"type": "text", "text": "21C"}],
+            },
         ],
         tools=[{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
     )
@@ -178,11 +201,16 @@ def test_tool_results_are_grouped_into_one_user_message_before_its_text():
     }
 
 
-def test_history_with_tool_calls_but_no_tools_gets_stub_tools_that_cannot_be_called():
+def test_history_with_tool_calls_but_no_tools_gets_stub_tools_that_cannot_be_called() -> None:
     result = translate(
         messages=[
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "c", "content": "ok"},
         ]
     )
@@ -190,32 +218,47 @@ def test_history_with_tool_calls_but_no_tools_gets_stub_tools_that_cannot_be_cal
     assert result["tool_choice"] == {"type": "none"}
 
 
-def test_malformed_history_arguments_are_kept_under_a_raw_key():
+def test_malformed_history_arguments_are_kept_under_a_raw_key() -> None:
     result = translate(
         messages=[
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1'}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"a": 1'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "c", "content": "ok"},
         ]
     )
     assert result["messages"][1]["content"][0]["input"] == {RAW_ARGUMENTS_KEY: '{"a": 1'}
 
 
-def test_images_from_data_and_https_urls():
+def test_images_from_data_and_https_urls() -> None:
     result = translate(
         messages=[
             {
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "compare"},
-                    {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/AAA", "detail": "high"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/jpg;base64,/9j/AAA", "detail": "high"},
+                    },
                     {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
                 ],
             }
         ]
     )
     assert result["messages"][0]["content"][1:] == [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAA"}},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAA"},
+        },
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
     ]
 
@@ -223,20 +266,27 @@ def test_images_from_data_and_https_urls():
 @pytest.mark.parametrize(
     "url", ["data:image/tiff;base64,AAAA", "data:image/png,rawbytes", "ftp://example.com/a.png"]
 )
-def test_unsupported_images_are_a_400(url):
+def test_unsupported_images_are_a_400(url: str) -> None:
     with pytest.raises(TranslationError):
-        translate(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        translate(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+            ]
+        )
 
 
-def test_audio_input_is_a_400():
+def test_audio_input_is_a_400() -> None:
     part = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     with pytest.raises(TranslationError) as caught:
         translate(messages=[{"role": "user", "content": [part]}])
     assert "input_audio" in caught.value.message
 
 
-def test_a_base64_pdf_file_becomes_a_document():
-    part = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBER"}}
+def test_a_base64_pdf_file_becomes_a_document() -> None:
+    part = {
+        "type": "file",
+        "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBER"},
+    }
     result = translate(messages=[{"role": "user", "content": [part]}])
     assert result["messages"][0]["content"] == [
         {
@@ -247,17 +297,23 @@ def test_a_base64_pdf_file_becomes_a_document():
     ]
 
 
-def test_a_conversation_starting_with_the_assistant_gets_a_user_turn_first():
+def test_a_conversation_starting_with_the_assistant_gets_a_user_turn_first() -> None:
     result = translate(
         messages=[{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "hi"}]
     )
-    assert result["messages"][0] == {"role": "user", "content": [{"type": "text", "text": "Continue."}]}
+    assert result["messages"][0] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "Continue."}],
+    }
 
 
-def test_empty_text_is_left_out_and_a_final_prefill_loses_trailing_whitespace():
+def test_empty_text_is_left_out_and_a_final_prefill_loses_trailing_whitespace() -> None:
     result = translate(
         messages=[
-            {"role": "user", "content": [{"type": "text", "text": "  "}, {"type": "text", "text": "go"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "  "}, {"type": "text", "text": "go"}],
+            },
             {"role": "assistant", "content": "The answer is "},
         ]
     )
@@ -267,20 +323,26 @@ def test_empty_text_is_left_out_and_a_final_prefill_loses_trailing_whitespace():
     ]
 
 
-def test_json_schema_response_format_becomes_output_config():
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": False}
-    result = translate(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+def test_json_schema_response_format_becomes_output_config() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    result = translate(
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    )
     assert result["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert "output_config" not in translate(response_format={"type": "text"})
 
 
-def test_reasoning_effort_becomes_a_thinking_budget_with_room_for_the_answer():
+def test_reasoning_effort_becomes_a_thinking_budget_with_room_for_the_answer() -> None:
     result = translate(reasoning_effort="medium")
     assert result["thinking"] == {"type": "enabled", "budget_tokens": 8192}
     assert result["max_tokens"] == 4096 + 8192
 
 
-def test_reasoning_budget_stays_within_half_of_the_clients_limit():
+def test_reasoning_budget_stays_within_half_of_the_clients_limit() -> None:
     assert translate(reasoning_effort="high", max_completion_tokens=10000)["thinking"] == {
         "type": "enabled",
         "budget_tokens": 5000,
@@ -296,24 +358,31 @@ def test_reasoning_budget_stays_within_half_of_the_clients_limit():
         {"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f"}}]},
     ],
 )
-def test_no_thinking_when_the_request_sets_what_anthropic_refuses_with_it(fields):
+def test_no_thinking_when_the_request_sets_what_anthropic_refuses_with_it(
+    fields: dict[str, Any],
+) -> None:
     assert "thinking" not in translate(reasoning_effort="low", **fields)
 
 
-def test_no_thinking_in_the_middle_of_a_tool_loop():
+def test_no_thinking_in_the_middle_of_a_tool_loop() -> None:
     result = translate(
         reasoning_effort="low",
         tools=[{"type": "function", "function": {"name": "f"}}],
         messages=[
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "tool_call_id": "c", "content": "ok"},
         ],
     )
     assert "thinking" not in result
 
 
-def test_an_explicit_thinking_object_wins_over_reasoning_effort():
+def test_an_explicit_thinking_object_wins_over_reasoning_effort() -> None:
     thinking = {"type": "adaptive"}
     assert translate(reasoning_effort="low", thinking=thinking)["thinking"] == thinking
 
@@ -327,7 +396,7 @@ def test_an_explicit_thinking_object_wins_over_reasoning_effort():
         [{"role": "user", "content": 5}],
     ],
 )
-def test_malformed_conversations_are_a_400(messages):
+def test_malformed_conversations_are_a_400(messages: list[dict[str, Any]]) -> None:
     with pytest.raises(TranslationError) as caught:
         translate(messages=messages)
     assert caught.value.status == 400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from proxy.translate import (
@@ -13,7 +15,9 @@ from proxy.translate import (
 from proxy.translate.content import RAW_ARGUMENTS_KEY
 
 
-def openai_reply(message, finish_reason="stop", usage=None):
+def openai_reply(
+    message: dict[str, Any], finish_reason: str | None = "stop", usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-abc",
         "object": "chat.completion",
@@ -24,7 +28,7 @@ def openai_reply(message, finish_reason="stop", usage=None):
     }
 
 
-def test_text_reply_keeps_the_id_and_maps_usage():
+def test_text_reply_keeps_the_id_and_maps_usage() -> None:
     message = openai_response_to_anthropic(
         openai_reply(
             {"role": "assistant", "content": "Hello"},
@@ -55,7 +59,7 @@ def test_text_reply_keeps_the_id_and_maps_usage():
     }
 
 
-def test_tool_calls_get_their_original_names_and_parsed_input():
+def test_tool_calls_get_their_original_names_and_parsed_input() -> None:
     names = ToolNames()
     sent = names.to_openai("mcp__a.b__c")
     message = openai_response_to_anthropic(
@@ -64,8 +68,16 @@ def test_tool_calls_get_their_original_names_and_parsed_input():
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": sent, "arguments": '{"x": 1}'}},
-                    {"id": "call_2", "type": "function", "function": {"name": "Other", "arguments": "not json"}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": sent, "arguments": '{"x": 1}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "Other", "arguments": "not json"},
+                    },
                     {"type": "function", "function": {"name": "Other", "arguments": ""}},
                 ],
             },
@@ -82,10 +94,15 @@ def test_tool_calls_get_their_original_names_and_parsed_input():
     assert third["id"].startswith("toolu_")
 
 
-def test_tool_calls_finished_with_stop_are_still_tool_use():
+def test_tool_calls_finished_with_stop_are_still_tool_use() -> None:
     message = openai_response_to_anthropic(
         openai_reply(
-            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             finish_reason="stop",
         ),
         tool_names=ToolNames(),
@@ -96,18 +113,28 @@ def test_tool_calls_finished_with_stop_are_still_tool_use():
 
 @pytest.mark.parametrize(
     ("finish", "stop"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal"), (None, "end_turn"), ("weird", "end_turn")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+        ("weird", "end_turn"),
+    ],
 )
-def test_finish_reasons_map_to_stop_reasons(finish, stop):
+def test_finish_reasons_map_to_stop_reasons(finish: str | None, stop: str) -> None:
     message = openai_response_to_anthropic(
-        openai_reply({"role": "assistant", "content": "x"}, finish_reason=finish), tool_names=ToolNames(), model="m"
+        openai_reply({"role": "assistant", "content": "x"}, finish_reason=finish),
+        tool_names=ToolNames(),
+        model="m",
     )
     assert message["stop_reason"] == stop
 
 
-def test_a_refusal_becomes_text():
+def test_a_refusal_becomes_text() -> None:
     message = openai_response_to_anthropic(
-        openai_reply({"role": "assistant", "content": None, "refusal": "I can't help."}, "content_filter"),
+        openai_reply(
+            {"role": "assistant", "content": None, "refusal": "I can't help."}, "content_filter"
+        ),
         tool_names=ToolNames(),
         model="m",
     )
@@ -115,15 +142,19 @@ def test_a_refusal_becomes_text():
     assert message["stop_reason"] == "refusal"
 
 
-@pytest.mark.parametrize("body", [{"error": {"message": "boom"}}, {"choices": []}, [], {"choices": [1]}])
-def test_a_reply_without_a_choice_is_a_502(body):
+@pytest.mark.parametrize(
+    "body", [{"error": {"message": "boom"}}, {"choices": []}, [], {"choices": [1]}]
+)
+def test_a_reply_without_a_choice_is_a_502(body: Any) -> None:
     with pytest.raises(TranslationError) as caught:
         openai_response_to_anthropic(body, tool_names=ToolNames(), model="m")
     assert caught.value.status == 502
     assert caught.value.anthropic_type == "api_error"
 
 
-def anthropic_message(content, stop_reason="end_turn"):
+def anthropic_message(
+    content: list[dict[str, Any]], stop_reason: str | None = "end_turn"
+) -> dict[str, Any]:
     return {
         "id": "msg_01",
         "type": "message",
@@ -142,14 +173,19 @@ def anthropic_message(content, stop_reason="end_turn"):
     }
 
 
-def test_anthropic_reply_becomes_a_chat_completion():
+def test_anthropic_reply_becomes_a_chat_completion() -> None:
     completion = anthropic_response_to_openai(
         anthropic_message(
             [
                 {"type": "thinking", "thinking": "hmm", "signature": "s"},
                 {"type": "text", "text": "Checking", "citations": None},
                 {"type": "text", "text": " now."},
-                {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_9",
+                    "name": "get_weather",
+                    "input": {"city": "Oslo"},
+                },
             ],
             stop_reason="tool_use",
         ),
@@ -203,15 +239,18 @@ def test_anthropic_reply_becomes_a_chat_completion():
         (None, "stop"),
     ],
 )
-def test_stop_reasons_map_to_finish_reasons(stop, finish):
-    completion = anthropic_response_to_openai(anthropic_message([{"type": "text", "text": "x"}], stop), created=1)
+def test_stop_reasons_map_to_finish_reasons(stop: str | None, finish: str) -> None:
+    completion = anthropic_response_to_openai(
+        anthropic_message([{"type": "text", "text": "x"}], stop), created=1
+    )
     assert completion["choices"][0]["finish_reason"] == finish
     assert completion["model"] == "claude-sonnet-4-6"
 
 
-def test_tool_only_reply_has_null_content_and_empty_reply_has_empty_text():
+def test_tool_only_reply_has_null_content_and_empty_reply_has_empty_text() -> None:
     tool_only = anthropic_response_to_openai(
-        anthropic_message([{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "tool_use"), created=1
+        anthropic_message([{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "tool_use"),
+        created=1,
     )
     assert tool_only["choices"][0]["message"]["content"] is None
     empty = anthropic_response_to_openai(anthropic_message([], "max_tokens"), created=1)

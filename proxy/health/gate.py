@@ -1,0 +1,246 @@
+"""The breaker as the failover loop uses it: which deployments a request tries, and what each
+attempt taught. Never raises and never refuses a request because of health state.
+
+Per request:
+
+    plan = await runtime.health.plan(order)     # one read for the whole order
+    for target in plan.targets:                 # the order minus the deployments cooling down
+        if not await plan.claim(target):        # False only when another request probes it
+            continue
+        ...send...
+        await plan.record(target, ok=..., status=..., headers=...)
+
+`plan.targets` is the full order when every deployment is cooling down (a request is never
+failed only because of the breaker: with nothing else to try, trying is the best bet), and
+`claim` never refuses the last of `plan.targets`, so a loop that fails over on `target is
+last` keeps working. When the store cannot answer (Redis down) every deployment is usable and
+the store is left alone for OUTAGE_BACKOFF_SECONDS, so an outage costs requests no timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from governance.policy import RouteTarget
+from proxy.health.base import (
+    Attempt,
+    CooldownPolicy,
+    HealthStore,
+    HealthStoreUnavailable,
+    State,
+    Transition,
+    deployment_id,
+    retry_after_seconds,
+)
+from proxy.health.memory import MemoryHealthStore
+from proxy.health.redis import RedisHealthStore, redis_prefix
+from telemetry import observe
+
+logger = logging.getLogger("gateway.health")
+
+OUTAGE_BACKOFF_SECONDS = 5.0
+MAX_PENDING_RECORDS = 1000  # background writes in flight; past it outcomes are dropped
+LOG_INTERVAL = 60.0
+_SKIPPED = (State.COOLING, State.PROBING)
+
+
+def build(
+    redis_url: str, *, counter_prefix: str, policy: CooldownPolicy
+) -> DeploymentHealth:
+    """Redis-backed when REDIS_URL is set (shared by every worker and replica), else in process."""
+    store: HealthStore
+    if redis_url:
+        store = RedisHealthStore(redis_url, prefix=redis_prefix(counter_prefix), policy=policy)
+    else:
+        store = MemoryHealthStore(policy)
+    return DeploymentHealth(store)
+
+
+def from_settings() -> DeploymentHealth:
+    from django.conf import settings
+
+    return build(
+        settings.REDIS_URL,
+        counter_prefix=settings.GATEWAY_COUNTER_PREFIX,
+        policy=CooldownPolicy(
+            failures=settings.GATEWAY_COOLDOWN_FAILURES,
+            base_seconds=settings.GATEWAY_COOLDOWN_SECONDS,
+            max_seconds=settings.GATEWAY_COOLDOWN_MAX_SECONDS,
+        ),
+    )
+
+
+class DeploymentHealth:
+    """One per gateway runtime (event loop)."""
+
+    def __init__(
+        self,
+        store: HealthStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._monotonic = monotonic
+        self._down_until = -1.0
+        self._logged_at = -LOG_INTERVAL
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def plan(self, order: Sequence[RouteTarget]) -> AttemptPlan:
+        if self._monotonic() < self._down_until:
+            return AttemptPlan(self, order, None)
+        try:
+            states = await self.store.states([_id(t) for t in order])
+        except HealthStoreUnavailable:
+            self._outage("reading")
+            return AttemptPlan(self, order, None)
+        except Exception:
+            self._failure("reading")
+            return AttemptPlan(self, order, None)
+        return AttemptPlan(self, order, states)
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def claim(self, deployment: str) -> bool:
+        if self._monotonic() < self._down_until:
+            return True
+        try:
+            return await self.store.claim_probe(deployment)
+        except HealthStoreUnavailable:
+            self._outage("claiming a probe")
+        except Exception:
+            self._failure("claiming a probe")
+        return True
+
+    async def record(self, deployment: str, attempt: Attempt) -> None:
+        """Count an outcome: at once in process; in the background on Redis."""
+        if not self.store.remote:
+            await self._record(deployment, attempt)
+            return
+        if self._monotonic() < self._down_until or len(self._pending) >= MAX_PENDING_RECORDS:
+            return  # advisory state: losing an outcome is better than queueing without bound
+        task = asyncio.get_running_loop().create_task(self._record(deployment, attempt))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _record(self, deployment: str, attempt: Attempt) -> None:
+        try:
+            transition, cooldown = await self.store.record(deployment, attempt)
+        except HealthStoreUnavailable:
+            self._outage("recording")
+            return
+        except Exception:
+            self._failure("recording")
+            return
+        if transition == Transition.TRIPPED:
+            observe.deployment_cooldown(deployment, cooldown)
+            logger.warning(
+                "deployment %s cools down for %.0f s (last status %s)",
+                deployment,
+                cooldown,
+                attempt.status or "no answer",
+            )
+        elif transition == Transition.CLOSED:
+            logger.info("deployment %s answers again: cooldown over", deployment)
+
+    def _outage(self, doing: str) -> None:
+        self._down_until = self._monotonic() + OUTAGE_BACKOFF_SECONDS
+        if self._should_log():
+            logger.warning("health store unavailable while %s: every deployment usable", doing)
+
+    def _failure(self, doing: str) -> None:
+        if self._should_log():
+            logger.exception("health store failed while %s: every deployment usable", doing)
+
+    def _should_log(self) -> bool:
+        now = self._monotonic()
+        if now - self._logged_at < LOG_INTERVAL:
+            return False
+        self._logged_at = now
+        return True
+
+    async def close(self) -> None:
+        """Let background records finish (briefly), then close the store."""
+        if self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._pending, return_exceptions=True), timeout=1.0
+                )
+        with contextlib.suppress(Exception):
+            await self.store.close()
+
+
+class AttemptPlan:
+    """One request's view of its route's health (module docstring)."""
+
+    __slots__ = ("_failed", "_health", "_started", "_states", "targets")
+
+    def __init__(
+        self, health: DeploymentHealth, order: Sequence[RouteTarget], states: list[State] | None
+    ) -> None:
+        self._health = health
+        self._states: dict[str, State] = {}
+        self._started: dict[str, float] = {}
+        self._failed: str | None = None
+        self.targets: tuple[RouteTarget, ...] = tuple(order)
+        if states is None or not any(states):  # fail open, or every deployment closed
+            return
+        usable = tuple(t for t, s in zip(order, states, strict=True) if s not in _SKIPPED)
+        if not usable:  # everything cools down: the full order, no probe to claim
+            return
+        self.targets = usable
+        for target, state in zip(order, states, strict=True):
+            deployment = _id(target)
+            self._states[deployment] = state
+            if state in _SKIPPED:
+                observe.deployment_skipped(deployment)
+
+    async def claim(self, target: RouteTarget) -> bool:
+        """Call right before sending to `target`: False means skip it (another request won
+        its probe, and it is not the last candidate)."""
+        deployment = _id(target)
+        if self._states.get(deployment) == State.PROBE_DUE:
+            won = await self._health.claim(deployment)
+            if not won and target is not self.targets[-1]:
+                return False
+        if self._failed is not None:
+            observe.deployment_failover(self._failed)
+            self._failed = None
+        self._started[deployment] = time.perf_counter()
+        return True
+
+    async def record(
+        self,
+        target: RouteTarget,
+        *,
+        ok: bool,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        """After the attempt's outcome is known (response headers, or no answer: status 0).
+        `ok` is False for what fails over: no answer, 408, 429, 5xx, 529. A `retry-after`
+        (or `retry-after-ms`) in `headers` of a failure cools the deployment down at least
+        that long."""
+        deployment = _id(target)
+        started = self._started.pop(deployment, None)
+        latency_ms = 0 if started is None else int((time.perf_counter() - started) * 1000)
+        now = self._health.now()
+        if not ok and retry_after is None and headers:
+            retry_after = retry_after_seconds(headers, now)
+        self._failed = None if ok else deployment
+        observe.upstream_attempt(deployment, status=status, ok=ok)
+        attempt = Attempt(
+            at=now, status=status, latency_ms=latency_ms, ok=ok, retry_after=retry_after
+        )
+        await self._health.record(deployment, attempt)
+
+
+def _id(target: RouteTarget) -> str:
+    return deployment_id(target.provider.name, target.upstream_model)
