@@ -268,6 +268,13 @@ GATEWAY_USAGE_QUEUE_MAX = env.int("GATEWAY_USAGE_QUEUE_MAX", default=20_000)
 # and exits. The servers take it from here or from the same variable: gatewaysite/workers.py,
 # docker/entrypoint.sh (gunicorn) and the Makefile (uvicorn). README "Deploying".
 GATEWAY_DRAIN_SECONDS = env.int("GATEWAY_DRAIN_SECONDS", default=600)
+# Failover breaker per deployment (proxy/health/): this many failed attempts in a row (no
+# answer, 408, 429, 5xx, 529), or one with retry-after, cool a deployment down: requests skip
+# it for GATEWAY_COOLDOWN_SECONDS, doubled at each trip in a row up to the max, then one
+# request probes it. Shared through Redis when REDIS_URL is set.
+GATEWAY_COOLDOWN_FAILURES = env.int("GATEWAY_COOLDOWN_FAILURES", default=3)
+GATEWAY_COOLDOWN_SECONDS = env.float("GATEWAY_COOLDOWN_SECONDS", default=30.0)
+GATEWAY_COOLDOWN_MAX_SECONDS = env.float("GATEWAY_COOLDOWN_MAX_SECONDS", default=300.0)
 
 
 def _trusted_proxies() -> list[str]:

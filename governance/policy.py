@@ -199,9 +199,17 @@ class RoutingTable:
 
     An exact name beats a pattern, a longer pattern beats a shorter one. A deployment whose
     upstream model is empty or `*` serves the requested name unchanged.
+
+    `PROVIDER/MODEL` (`anthropic/claude-opus-4-6`, `bedrock/us.anthropic.claude-sonnet-4-6-v1:0`,
+    `groq/llama-3.3-70b`) pins a provider, named by its name or its kind: the deployments of
+    MODEL's route on that provider, or, when the route has none there (or MODEL has no route),
+    that provider serving MODEL as written. A name that is itself a route (OpenRouter-style
+    `meta-llama/llama-3`) is that route.
     """
 
     routes: Mapping[str, tuple[RouteTarget, ...]]
+    # Every enabled provider by name, for pinned names whose route has no deployment there.
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     # Model -> resolved targets, filled on first use: every request resolves its model, and
     # sorting and matching the patterns each time showed up in the hot path's profile. The
     # table is replaced, never changed, when routes change, so entries never go stale.
@@ -219,6 +227,12 @@ class RoutingTable:
         return resolved
 
     def _resolve(self, model: str) -> tuple[RouteTarget, ...]:
+        targets = self._route(model)
+        if not targets and "/" in model:
+            targets = self._pinned(*model.split("/", 1))
+        return targets
+
+    def _route(self, model: str) -> tuple[RouteTarget, ...]:
         targets = self.routes.get(model)
         if targets is None:
             patterns = sorted(
@@ -233,8 +247,29 @@ class RoutingTable:
             for t in targets
         )
 
+    def _pinned(self, provider: str, model: str) -> tuple[RouteTarget, ...]:
+        def pinned(config: ProviderConfig) -> bool:
+            return provider in (config.name, config.kind)
+
+        on_route = tuple(t for t in self._route(model) if pinned(t.provider))
+        if on_route:
+            return on_route
+        return tuple(
+            RouteTarget(provider=config, upstream_model=model, position=index, weight=1)
+            for index, config in enumerate(
+                c for _, c in sorted(self.providers.items()) if pinned(c)
+            )
+        )
+
     def public_names(self) -> list[str]:
-        return sorted(name for name in self.routes if not any(c in name for c in "*?["))
+        """Exact route names, and each with the name of every provider that serves it."""
+        names = set()
+        for name, targets in self.routes.items():
+            if any(c in name for c in "*?["):
+                continue
+            names.add(name)
+            names.update(f"{target.provider.name}/{name}" for target in targets)
+        return sorted(names)
 
 
 # --- loading (sync, ORM; never called on a warm request) -------------------------------------

@@ -13,6 +13,7 @@ from governance.models import (
     Deployment,
     ModelPolicy,
     ModelPrice,
+    Provider,
     RateLimit,
     VirtualKey,
 )
@@ -82,6 +83,10 @@ def enabled_deployments() -> QuerySet[Deployment]:
         .select_related("route", "provider")
         .order_by("route__public_name", "position", "id")
     )
+
+
+def enabled_providers() -> QuerySet[Provider]:
+    return Provider.objects.filter(enabled=True).order_by("name")
 
 
 def all_prices() -> QuerySet[ModelPrice]:

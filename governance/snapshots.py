@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from governance import crypto, selectors
-from governance.models import Budget, ModelPolicy, Organization, RateLimit, VirtualKey
+from governance.models import (
+    Budget,
+    ModelPolicy,
+    Organization,
+    Provider,
+    RateLimit,
+    VirtualKey,
+)
 from governance.policy import (
     BudgetRule,
     KeyPolicy,
@@ -142,27 +149,33 @@ def _model_rule(policy: ModelPolicy) -> ModelRule:
 
 def build_routing_table() -> RoutingTable:
     routes: dict[str, list[RouteTarget]] = {}
-    providers: dict[int, ProviderConfig] = {}
+    providers = {
+        provider.pk: _provider_config(provider) for provider in selectors.enabled_providers()
+    }
     for deployment in selectors.enabled_deployments():
-        provider = deployment.provider
-        if provider.pk not in providers:
-            providers[provider.pk] = ProviderConfig(
-                name=provider.name,
-                kind=provider.kind,
-                base_url=provider.base_url,
-                region=provider.region,
-                settings=dict(provider.settings),
-                credentials=crypto.decrypt_credentials(provider.credentials_encrypted),
-            )
         routes.setdefault(deployment.route.public_name, []).append(
             RouteTarget(
-                provider=providers[provider.pk],
+                provider=providers[deployment.provider_id],
                 upstream_model=deployment.upstream_model,
                 position=deployment.position,
                 weight=deployment.weight,
             )
         )
-    return RoutingTable(routes={name: tuple(targets) for name, targets in routes.items()})
+    return RoutingTable(
+        routes={name: tuple(targets) for name, targets in routes.items()},
+        providers={config.name: config for config in providers.values()},
+    )
+
+
+def _provider_config(provider: Provider) -> ProviderConfig:
+    return ProviderConfig(
+        name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        region=provider.region,
+        settings=dict(provider.settings),
+        credentials=crypto.decrypt_credentials(provider.credentials_encrypted),
+    )
 
 
 def build_price_book() -> PriceBook:

@@ -25,7 +25,7 @@ from governance.admin.base import ModelAdminBase, actor_for
 from governance.forms import ModelForm
 from governance.models import Organization
 from governance.money import format_usd
-from telemetry import alerts, channels, dead_letters, ledger, spool
+from telemetry import alerts, channels, dead_letters, ledger, provider_health, spool
 from telemetry.dashboards.admin_columns import percent_bar
 from telemetry.models import AlertChannel, AlertEvent, BudgetPeriodRecord
 
@@ -345,3 +345,23 @@ def _with_dead_letter_urls(get_urls: Callable[[], list[URLPattern | URLResolver]
 
 
 admin.site.get_urls = _with_dead_letter_urls(admin.site.get_urls)  # type: ignore[method-assign]
+
+
+# --- provider health: the failover breaker per deployment (telemetry/provider_health.py) ----
+# State in Redis or in the gateway process, not rows: a page of its own, linked from the
+# provider list's "health" column and the admin index.
+
+
+def _with_provider_health_url(get_urls: Callable[[], list[URLPattern | URLResolver]]) -> Any:
+    def urls() -> list[URLPattern | URLResolver]:
+        page = path(
+            "telemetry/provider-health/",
+            admin.site.admin_view(provider_health.provider_health_view),
+            name="telemetry_provider_health",
+        )
+        return [page, *get_urls()]
+
+    return urls
+
+
+admin.site.get_urls = _with_provider_health_url(admin.site.get_urls)  # type: ignore[method-assign]

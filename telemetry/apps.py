@@ -10,6 +10,10 @@ class TelemetryConfig(AppConfig):
     def ready(self) -> None:
         # Governance's admin must not import telemetry, so telemetry hangs its "budget used"
         # column on the governance lists itself (imported here: it needs the models loaded).
+        from governance.admin.base import add_list_column
+        from governance.models import Provider
         from telemetry.dashboards.admin_columns import add_budget_use_columns
+        from telemetry.provider_health import ProviderHealthColumn
 
         add_budget_use_columns()
+        add_list_column(Provider, ProviderHealthColumn())

@@ -92,7 +92,9 @@ class HealthRow:
 
     @property
     def p50_ms(self) -> int | None:
-        return None if self.status is None else self.status.p50_latency_ms(self.now - RECENT_SECONDS)
+        return (
+            None if self.status is None else self.status.p50_latency_ms(self.now - RECENT_SECONDS)
+        )
 
     @property
     def last_error(self) -> str:

@@ -48,9 +48,7 @@ LOG_INTERVAL = 60.0
 _SKIPPED = (State.COOLING, State.PROBING)
 
 
-def build(
-    redis_url: str, *, counter_prefix: str, policy: CooldownPolicy
-) -> DeploymentHealth:
+def build(redis_url: str, *, counter_prefix: str, policy: CooldownPolicy) -> DeploymentHealth:
     """Redis-backed when REDIS_URL is set (shared by every worker and replica), else in process."""
     store: HealthStore
     if redis_url:

@@ -95,7 +95,9 @@ class MemoryHealthStore:
     async def claim_probe(self, deployment: str) -> bool:
         now = self._clock()
         breaker = self._live_breaker(deployment, now)
-        state = State.OK if breaker is None else state_at(breaker.open_until, breaker.probe_until, now)
+        state = (
+            State.OK if breaker is None else state_at(breaker.open_until, breaker.probe_until, now)
+        )
         if state != State.PROBE_DUE or breaker is None:
             return state == State.OK  # closed meanwhile: go; cooling again or probing: skip
         breaker.probe_until = now + self._lease

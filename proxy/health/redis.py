@@ -57,7 +57,10 @@ SOCKET_TIMEOUT = 0.25
 # the attempt's time (ms).
 RECORD_LUA = """
 local now = tonumber(ARGV[1])
-local keep = ARGV[10]
+local keep = tonumber(ARGV[10])
+local function open_for(ms)
+  redis.call('SET', KEYS[2], string.format('%d', now + ms), 'PX', string.format('%d', ms + keep))
+end
 redis.call('LPUSH', KEYS[4], ARGV[12] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[2])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
 redis.call('PEXPIRE', KEYS[4], keep)
@@ -77,7 +80,7 @@ local open_until = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if open_until > now then
   -- Cooling already: a request sent before the trip. Only a retry-after moves the end.
   if retry > 0 and now + retry > open_until then
-    redis.call('SET', KEYS[2], string.format('%d', now + retry), 'PX', string.format('%d', retry + keep))
+    open_for(retry)
     return {3, retry}
   end
   return {0, 0}
@@ -87,7 +90,7 @@ if open_until < 0 and failures < tonumber(ARGV[6]) and retry <= 0 then return {0
 local trips = redis.call('HINCRBY', KEYS[1], 't', 1)
 local cooldown = math.min(tonumber(ARGV[7]) * 2 ^ math.min(trips - 1, 30), tonumber(ARGV[8]))
 cooldown = math.floor(math.max(cooldown, retry))
-redis.call('SET', KEYS[2], string.format('%d', now + cooldown), 'PX', string.format('%d', cooldown + keep))
+open_for(cooldown)
 redis.call('DEL', KEYS[3])
 return {1, cooldown}
 """
@@ -163,7 +166,7 @@ class RedisHealthStore:
             return []
         keys = _marker_keys(self._prefix, deployments)
         with self._errors.unavailable_on_error():
-            values = await self._redis.mget(keys)
+            values: list[Any] = await self._redis.mget(keys)
         now = self._clock()
         return [
             state_at(_seconds(values[i]), _lease_end(values[i + 1]), now)
@@ -201,7 +204,7 @@ class RedisHealthStore:
     async def statuses(self) -> list[DeploymentStatus]:
         with self._errors.unavailable_on_error():
             members = await self._redis.smembers(self._prefix + SET_KEY)
-            deployments = sorted(m.decode() for m in members)
+            deployments = sorted(_text(m) for m in members)
             pipe = self._redis.pipeline(transaction=False)
             _queue_reads(pipe, self._prefix, deployments)
             replies = await pipe.execute()
@@ -221,7 +224,7 @@ def read_statuses(url: str, prefix: str, *, now: float | None = None) -> list[De
     client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
         with errors.unavailable_on_error():
-            deployments = sorted(m.decode() for m in client.smembers(prefix + SET_KEY))
+            deployments = sorted(_text(m) for m in client.smembers(prefix + SET_KEY))
             pipe = client.pipeline(transaction=False)
             _queue_reads(pipe, prefix, deployments)
             replies = pipe.execute()
@@ -231,6 +234,10 @@ def read_statuses(url: str, prefix: str, *, now: float | None = None) -> list[De
         return statuses
     finally:
         client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _marker_keys(prefix: str, deployments: Sequence[str]) -> list[str]:
@@ -267,22 +274,18 @@ def _decode(
     statuses: list[DeploymentStatus] = []
     gone: list[str] = []
     for index, deployment in enumerate(deployments):
-        fields, open_raw, probe_raw, recent_raw = replies[index * 4 : index * 4 + 4]
-        if not fields and open_raw is None:
+        reply = replies[index * 4 : index * 4 + 4]
+        if not reply[0] and reply[1] is None:  # neither the hash nor a marker: expired
             gone.append(deployment)
             continue
-        statuses.append(_status(deployment, fields, open_raw, probe_raw, recent_raw, now))
+        statuses.append(_status(deployment, reply, now))
     return statuses, gone
 
 
-def _status(
-    deployment: str,
-    fields: dict[bytes, bytes],
-    open_raw: bytes | None,
-    probe_raw: bytes | None,
-    recent_raw: list[bytes],
-    now: float,
-) -> DeploymentStatus:
+def _status(deployment: str, reply: Sequence[Any], now: float) -> DeploymentStatus:
+    """From one deployment's four reads: hash, open marker, probe lease, recent list."""
+    fields, open_raw, probe_raw, recent_raw = reply
+
     def number(name: bytes) -> int:
         return int(fields.get(name, b"0"))
 
@@ -307,4 +310,6 @@ def _status(
 
 def _attempt(entry: bytes) -> Attempt:
     at_ms, status, latency_ms, ok = entry.split()
-    return Attempt(at=int(at_ms) / 1000, status=int(status), latency_ms=int(latency_ms), ok=ok == b"1")
+    return Attempt(
+        at=int(at_ms) / 1000, status=int(status), latency_ms=int(latency_ms), ok=ok == b"1"
+    )

@@ -90,11 +90,10 @@ class _Transport(Request):
         )
 
 
-def _check_token_uri(token_uri: object) -> None:
+def _check_token_uri(token_uri: str) -> None:
     """A configured key's token_uri is where the signed assertion is posted, on an admin's
-    say-so: the outbound guard applies, as to any provider URL (governance/outbound.py)."""
-    if not isinstance(token_uri, str) or not token_uri:
-        raise TokenUnavailable("the service account key has no token_uri")
+    say-so: the outbound guard applies, as to any provider URL (governance/outbound.py).
+    Checked before every refresh, since what the name resolves to can change."""
     try:
         outbound.checked_addresses(token_uri)
     except ValidationError:
@@ -105,7 +104,8 @@ def _check_token_uri(token_uri: object) -> None:
         raise TokenUnavailable("the service account's token_uri does not resolve") from None
 
 
-def _from_key(service_account_json: str) -> tuple[Credentials, str]:
+def _from_key(service_account_json: str) -> tuple[Credentials, str, str]:
+    """The credentials, project id and token_uri of a service account key."""
     # Messages never quote the key: it is a secret.
     try:
         info = json.loads(service_account_json)
@@ -113,7 +113,9 @@ def _from_key(service_account_json: str) -> tuple[Credentials, str]:
         raise TokenUnavailable("service_account_json is not valid JSON") from None
     if not isinstance(info, dict):
         raise TokenUnavailable("service_account_json is not a JSON object")
-    _check_token_uri(info.get("token_uri"))
+    token_uri = info.get("token_uri")
+    if not isinstance(token_uri, str) or not token_uri:
+        raise TokenUnavailable("the service account key has no token_uri")
     try:
         credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             info, scopes=[SCOPE]
@@ -122,7 +124,7 @@ def _from_key(service_account_json: str) -> tuple[Credentials, str]:
         raise TokenUnavailable(
             f"service_account_json is not a usable service account key ({type(exc).__name__})"
         ) from None
-    return credentials, str(info.get("project_id") or "")
+    return credentials, str(info.get("project_id") or ""), token_uri
 
 
 def _application_default() -> tuple[Credentials, str]:
@@ -163,6 +165,7 @@ class TokenSource:
         # Touched only in the worker thread of the one refresh in flight.
         self._credentials: Credentials | None = None
         self._project = ""
+        self._token_uri = ""  # a configured key's; ADC's are the machine's own business
         # Touched only on the event loop.
         self._current: AccessToken | None = None
         self._refresh_at = 0.0
@@ -223,9 +226,12 @@ class TokenSource:
 
     def _refresh_blocking(self) -> _Refreshed:
         """Load the credentials (once) and fetch a token: blocking network I/O, in a thread."""
-        if self._credentials is None:
-            loaded = _from_key(self._key) if self._key else _application_default()
-            self._credentials, self._project = loaded
+        if self._credentials is None and self._key:
+            self._credentials, self._project, self._token_uri = _from_key(self._key)
+        elif self._credentials is None:
+            self._credentials, self._project = _application_default()
+        if self._token_uri:
+            _check_token_uri(self._token_uri)
         credentials = self._credentials
         session = requests.Session()
         try:

@@ -310,7 +310,15 @@ class VertexProvider:
         url = predict_url(provider, project=project, region=region, **where)
         response = await self._client.post(url, headers=request_headers(call, token), body=body)
         if response.status == 401:
+            # A token Google no longer takes (revoked, key rotated): once more with a new one,
+            # as Anthropic's SDK does with its token providers. Nothing reached the client yet.
             source.invalidate(token)
+            await response.close()
+            token = await source.token()
+            headers = request_headers(call, token)
+            response = await self._client.post(url, headers=headers, body=body)
+            if response.status == 401:
+                source.invalidate(token)
         try:
             return await answer(response)
         except BaseException:

@@ -107,8 +107,8 @@ class OpenAIStreamToAnthropic:
             return
         if not isinstance(chunk, dict):
             return
-        if "error" in chunk and not chunk.get("choices"):
-            self._fail(out, openai_stream_error_to_anthropic(chunk["error"]))
+        if frame.event == "error" or ("error" in chunk and not chunk.get("choices")):
+            self._fail(out, openai_stream_error_to_anthropic(chunk.get("error", chunk)))
             return
         self._chunk(chunk, out)
 

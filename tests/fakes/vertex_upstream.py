@@ -94,6 +94,8 @@ class FakeVertex:
     token_requests: int = 0
     tokens: list[str] = field(default_factory=list)  # issued, in order
     token_failures: collections.deque[int] = field(default_factory=collections.deque)
+    token_redirect: str | None = None  # answer token requests with a 307 to this path
+    refuse_tokens: bool = False  # refuse every bearer token, even freshly issued ones
     # Set to hold token requests until the test lets them go (the handler waits in a thread);
     # gate_opened records, per held request, whether the test opened the gate in time.
     token_gate: threading.Event | None = None
@@ -170,6 +172,8 @@ class FakeVertex:
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
         form = await request.post()
+        if self.token_redirect is not None:
+            raise web.HTTPTemporaryRedirect(self.token_redirect)
         if self.token_gate is not None:
             loop = asyncio.get_running_loop()
             self.gate_opened.append(await loop.run_in_executor(None, self.token_gate.wait, 10))
@@ -202,7 +206,8 @@ class FakeVertex:
     def _refusal(self, request: web.Request, body: bytes) -> web.Response | Received:
         """The request as received, or Google's answer to a request it would refuse."""
         auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or auth[7:] not in self._valid:
+        token = auth.removeprefix("Bearer ")
+        if not auth.startswith("Bearer ") or token not in self._valid or self.refuse_tokens:
             self.refused.append("bearer token")
             return google_error(
                 401,

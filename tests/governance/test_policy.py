@@ -336,4 +336,4 @@ def test_pattern_route_serves_the_requested_name_when_upstream_is_blank() -> Non
     assert table.targets_for("claude-opus-4-1")[0].upstream_model == "claude-opus-4-1"
     assert table.targets_for("claude-opus-4-6")[0].upstream_model == "claude-opus-4-6-pinned"
     assert table.targets_for("gpt-4o") == ()
-    assert table.public_names() == ["claude-opus-4-6"]
+    assert table.public_names() == ["claude-opus-4-6", "direct/claude-opus-4-6"]

@@ -64,4 +64,60 @@ def test_patterns_are_case_sensitive_and_whole_name() -> None:
 
 
 def test_public_names_list_only_exact_routes() -> None:
-    assert TABLE.public_names() == ["claude-opus-4-7"]
+    assert TABLE.public_names() == ["claude-opus-4-7", "pinned/claude-opus-4-7"]
+
+
+def config(name: str, kind: str = "mock") -> ProviderConfig:
+    return ProviderConfig(name=name, kind=kind, base_url="", region="", settings={})
+
+
+PINNING = RoutingTable(
+    routes={
+        "claude-opus-4-6": (
+            RouteTarget(config("anthropic-direct", "anthropic"), "claude-opus-4-6", 0, 1),
+            RouteTarget(config("bedrock-us", "bedrock"), "us.anthropic.claude-opus-4-6-v1:0", 1, 1),
+        ),
+        "meta-llama/llama-3": (target("openrouter", "meta-llama/llama-3"),),
+    },
+    providers={
+        "anthropic-direct": config("anthropic-direct", "anthropic"),
+        "bedrock-us": config("bedrock-us", "bedrock"),
+        "groq": config("groq", "openai"),
+        "openrouter": config("openrouter"),
+    },
+)
+
+
+def test_a_provider_prefix_pins_the_routes_deployment_on_that_provider() -> None:
+    assert served(PINNING, "bedrock-us/claude-opus-4-6") == [
+        ("bedrock-us", "us.anthropic.claude-opus-4-6-v1:0")
+    ]
+
+
+def test_a_provider_kind_prefix_pins_the_deployment_of_that_kind() -> None:
+    assert served(PINNING, "anthropic/claude-opus-4-6") == [("anthropic-direct", "claude-opus-4-6")]
+
+
+def test_a_pinned_provider_without_a_deployment_serves_the_model_as_written() -> None:
+    assert served(PINNING, "groq/llama-3.3-70b") == [("groq", "llama-3.3-70b")]
+    assert served(PINNING, "bedrock/us.anthropic.claude-sonnet-4-6-v1:0") == [
+        ("bedrock-us", "us.anthropic.claude-sonnet-4-6-v1:0")
+    ]
+
+
+def test_an_unknown_provider_prefix_has_no_targets() -> None:
+    assert served(PINNING, "nobody/claude-opus-4-6") == []
+
+
+def test_a_route_named_with_a_slash_is_that_route() -> None:
+    assert served(PINNING, "meta-llama/llama-3") == [("openrouter", "meta-llama/llama-3")]
+
+
+def test_public_names_include_provider_pinned_names() -> None:
+    assert PINNING.public_names() == [
+        "anthropic-direct/claude-opus-4-6",
+        "bedrock-us/claude-opus-4-6",
+        "claude-opus-4-6",
+        "meta-llama/llama-3",
+        "openrouter/meta-llama/llama-3",
+    ]

@@ -412,15 +412,22 @@ async def test_a_token_endpoint_refusal_fails_over_like_an_unreachable_deploymen
     assert fake.received == []
 
 
-async def test_a_refused_token_is_dropped_and_a_new_one_fetched(fake, provider):
+async def test_a_revoked_token_is_replaced_and_the_request_sent_again(fake, provider):
     config = target(fake)
     await send_ok(provider, config)
     fake.revoke_tokens()
-    response = await provider.send(target=config, call=call())
-    assert response.status == 401
-    await drain(response)
     await send_ok(provider, config)
-    assert bearer_tokens(fake)[-1] == fake.tokens[1]
+    await send_ok(provider, config)
+    assert fake.refused == ["bearer token"]
+    assert bearer_tokens(fake) == [fake.tokens[0], fake.tokens[1], fake.tokens[1]]
+
+
+async def test_a_token_refused_twice_is_answered_as_a_credential_failure(fake, provider):
+    fake.refuse_tokens = True
+    response = await provider.send(target=target(fake), call=call())
+    body = orjson.loads(await drain(response))
+    assert response.status == 401 and body["error"]["type"] == "authentication_error"
+    assert fake.refused == ["bearer token", "bearer token"] and fake.token_requests == 2
 
 
 async def test_a_key_the_fake_does_not_trust_gets_no_token(fake, provider):
@@ -458,6 +465,23 @@ async def test_a_token_uri_outside_the_allowed_networks_is_never_called(fake, pr
     with pytest.raises(TokenUnavailable, match="not an allowed destination"):
         await provider.send(target=target(fake, credentials=credentials), call=call())
     assert fake.token_requests == 0
+
+
+async def test_the_token_uri_is_checked_again_before_each_refresh(fake, provider, clock, settings):
+    config = target(fake)
+    await send_ok(provider, config)
+    settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = []  # 127.0.0.1 is no longer allowed
+    clock.now += 3700
+    with pytest.raises(TokenUnavailable, match="not an allowed destination"):
+        await provider.send(target=config, call=call())
+    assert fake.token_requests == 1
+
+
+async def test_a_token_endpoint_redirect_is_not_followed(fake, provider):
+    fake.token_redirect = "/token"
+    with pytest.raises(TokenUnavailable):
+        await provider.send(target=target(fake), call=call())
+    assert fake.token_requests == 1
 
 
 @pytest.mark.parametrize("broken", ["{not json", "[]", '{"type": "service_account"}'])

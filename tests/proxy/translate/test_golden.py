@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
+from anthropic.types import Message, RawMessageStreamEvent
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import TypeAdapter
 
 from proxy.metering import UsageTally
 from proxy.translate import (
@@ -152,3 +155,15 @@ def test_anthropic_mid_stream_error_becomes_an_openai_error_chunk() -> None:
     converter = AnthropicStreamToOpenAI(include_usage=False, model="claude-sonnet-4-6", created=1)
     out = converter.feed(case["upstream"].encode()) + converter.close()
     assert openai_payloads(out) == case["expected_payloads"]
+
+
+def test_translated_replies_validate_against_the_sdk_types() -> None:
+    message = Message.model_validate(load("openai_response_tool_calls.anthropic.json"))
+    assert message.usage.cache_read_input_tokens == 8960
+    completion = ChatCompletion.model_validate(load("anthropic_response_tool_use.openai.json"))
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 2069
+    for payload in load("anthropic_stream_thinking_tool_use.openai.json")[:-1]:
+        ChatCompletionChunk.model_validate(payload)
+    for event in load("openai_stream_text_and_tool_calls.anthropic.json"):
+        TypeAdapter(RawMessageStreamEvent).validate_python(event)

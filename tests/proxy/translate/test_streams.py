@@ -190,6 +190,16 @@ def test_an_empty_upstream_sends_nothing_until_closed() -> None:
     assert kinds(events) == ["error"]
 
 
+def test_a_named_error_event_from_a_compatible_server_ends_the_stream() -> None:
+    raw = openai_stream([chunk({"content": "a"})], done=False)
+    raw += b'event: error\ndata: {"message": "model unloaded"}\n\n'
+    events = to_anthropic(raw)
+    assert events[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "model unloaded"},
+    }
+
+
 def test_keep_alive_comments_become_pings_once_started() -> None:
     raw = openai_stream([chunk({"content": "a"})], done=False) + b": OPENROUTER PROCESSING\n\n"
     converter = OpenAIStreamToAnthropic(ToolNames(), "claude-x")
