@@ -24,6 +24,7 @@ from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider
 from proxy.providers.bedrock import BedrockProvider
 from proxy.providers.mock import MockProvider
+from proxy.providers.vertex import VertexProvider
 from proxy.snapshots import Snapshots
 from proxy.upstream import UpstreamClient
 from proxy.usage import UsageBuffer
@@ -160,6 +161,7 @@ class Runtime:
             "anthropic": AnthropicProvider(self.upstream),
             "azure": AnthropicProvider(self.upstream),  # Foundry's Anthropic endpoint
             "bedrock": BedrockProvider(self.upstream),
+            "vertex": VertexProvider(self.upstream),
             "mock": MockProvider(),
         }
         self.usage = UsageBuffer(

@@ -207,9 +207,9 @@ class AttemptPlan:
             won = await self._health.claim(deployment)
             if not won and target is not self.targets[-1]:
                 return False
-        if self._failed is not None:
+        if self._failed is not None and self._failed != deployment:
             observe.deployment_failover(self._failed)
-            self._failed = None
+        self._failed = None
         self._started[deployment] = time.perf_counter()
         return True
 

@@ -25,7 +25,7 @@ from django.urls import reverse
 from governance.models import Deployment, ModelRoute, Provider
 from governance.policy import ProviderConfig, RouteTarget
 from proxy.health import Attempt, CooldownPolicy, State, Transition, retry_after_seconds
-from proxy.health.base import DeploymentStatus, HealthStore
+from proxy.health.base import HealthStore
 from proxy.health.gate import DeploymentHealth
 from proxy.health.memory import MemoryHealthStore
 from proxy.health.redis import RedisHealthStore, redis_prefix
@@ -290,8 +290,9 @@ def memory_gate(clock: FakeClock) -> DeploymentHealth:
 
 
 async def cool_down(health: DeploymentHealth, deployment: RouteTarget) -> None:
-    plan = await health.plan([deployment])
+    """Three requests in a row that find `deployment` failing."""
     for _ in range(3):
+        plan = await health.plan([deployment])
         assert await plan.claim(deployment)
         await plan.record(deployment, ok=False, status=529)
 
@@ -305,7 +306,9 @@ async def test_a_cooling_deployment_is_skipped_then_probed_back() -> None:
     cooldown ends and one request probes the primary back."""
     clock = FakeClock()
     health = memory_gate(clock)
-    skipped = sample("gateway_deployment_skipped_total", provider="primary", model=PRIMARY.upstream_model)
+    skipped = sample(
+        "gateway_deployment_skipped_total", provider="primary", model=PRIMARY.upstream_model
+    )
     tried = []
     for _ in range(3):  # each request: the primary answers 529, the secondary serves
         plan = await health.plan(ORDER)
@@ -320,9 +323,10 @@ async def test_a_cooling_deployment_is_skipped_then_probed_back() -> None:
     assert tried == ["primary", "secondary"] * 3
     plan = await health.plan(ORDER)
     assert plan.targets == (SECONDARY,)
-    assert sample(
-        "gateway_deployment_skipped_total", provider="primary", model=PRIMARY.upstream_model
-    ) == skipped + 1
+    assert (
+        sample("gateway_deployment_skipped_total", provider="primary", model=PRIMARY.upstream_model)
+        == skipped + 1
+    )
     clock.now += 30
     probe, other = await health.plan(ORDER), await health.plan(ORDER)
     assert probe.targets == ORDER
@@ -381,7 +385,9 @@ async def test_attempts_failovers_and_cooldowns_are_counted() -> None:
         for name in ("gateway_deployment_failovers_total", "gateway_deployment_cooldowns_total")
     }
     failed_529 = sample("gateway_upstream_attempts_total", status="529", outcome="failed", **labels)
-    unreachable = sample("gateway_upstream_attempts_total", status="none", outcome="failed", **labels)
+    unreachable = sample(
+        "gateway_upstream_attempts_total", status="none", outcome="failed", **labels
+    )
     plan = await health.plan(ORDER)
     assert await plan.claim(PRIMARY)
     await plan.record(PRIMARY, ok=False, status=0)
@@ -403,7 +409,9 @@ async def test_attempts_failovers_and_cooldowns_are_counted() -> None:
 
 async def test_an_unreachable_redis_leaves_every_deployment_usable() -> None:
     port = _closed_port()
-    store = RedisHealthStore(f"redis://127.0.0.1:{port}/0", prefix="test:health:down:", policy=POLICY)
+    store = RedisHealthStore(
+        f"redis://127.0.0.1:{port}/0", prefix="test:health:down:", policy=POLICY
+    )
     health = DeploymentHealth(store)
     try:
         plan = await health.plan(ORDER)
@@ -555,7 +563,7 @@ def test_metrics_show_which_deployments_cool_down(
     gateway_health: tuple[HealthStore, asyncio.AbstractEventLoop], db: None
 ) -> None:
     record_outage(*gateway_health, DEP)
-    record_outage_free(*gateway_health, "spare:claude-haiku-4-5")
+    record_success(*gateway_health, "spare:claude-haiku-4-5")
     gauges = {
         (sample.labels["provider"], sample.labels["model"], family.name): sample.value
         for family in DeploymentHealthCollector().collect()
@@ -566,12 +574,7 @@ def test_metrics_show_which_deployments_cool_down(
     assert gauges[("spare", "claude-haiku-4-5", "gateway_deployment_cooling_down")] == 0
 
 
-def record_outage_free(store: HealthStore, loop: asyncio.AbstractEventLoop, deployment: str) -> None:
+def record_success(store: HealthStore, loop: asyncio.AbstractEventLoop, deployment: str) -> None:
     import time
 
     loop.run_until_complete(store.record(deployment, Attempt(time.time(), 200, 80, ok=True)))
-
-
-def test_statuses_are_plain_values() -> None:
-    """What the admin reads carries no live reference into a store (safe across threads)."""
-    assert DeploymentStatus.__dataclass_params__.frozen  # type: ignore[attr-defined]
