@@ -239,6 +239,8 @@ LOGGING = {
 # --- the proxy (hot path) -----------------------------------------------------------------
 GATEWAY_COUNTER_PREFIX = env.str("GATEWAY_COUNTER_PREFIX", default="gw:c")
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# max_tokens of an OpenAI-API request that names none (Anthropic requires one).
+GATEWAY_OPENAI_DEFAULT_MAX_TOKENS = env.int("GATEWAY_OPENAI_DEFAULT_MAX_TOKENS", default=4096)
 # Output tokens reserved per request at admission (see proxy/admission.py for the bound).
 GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default=4096)
 # Reserve the full max_tokens instead: budgets then never overshoot, at the price of refusing

@@ -1,27 +1,30 @@
-"""The proxy routes as a bare ASGI app (gatewaysite/asgi.py sends /anthropic/* here)."""
+"""The proxy routes as a bare ASGI app (gatewaysite/asgi.py sends /anthropic/* and /openai/*
+here)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
 
-from proxy import handlers, runtime
+from proxy import handlers, openai_routes, runtime
 from proxy.asgi import ClientGone, Incoming, Message, Receive, Scope, Send, incoming, send_bytes
 from proxy.errors import GatewayError
 
 logger = logging.getLogger("gateway.proxy")
 Handler = Callable[[runtime.Runtime, Incoming, Receive, Send], Awaitable[None]]
-PROXY_PREFIX = "/anthropic/"
+PREFIXES = ("/anthropic", "/openai")
 
 ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/anthropic/v1/messages"): handlers.messages,
     ("POST", "/anthropic/v1/messages/count_tokens"): handlers.count_tokens,
     ("GET", "/anthropic/v1/models"): handlers.list_models,
+    ("POST", "/openai/v1/chat/completions"): openai_routes.chat_completions,
+    ("GET", "/openai/v1/models"): openai_routes.list_models,
 }
 
 
 def handles(path: str) -> bool:
-    return path.startswith(PROXY_PREFIX[:-1])
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES)
 
 
 def _route(method: str, path: str) -> Handler | None:
@@ -67,7 +70,7 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
         await handler(rt, request, receive, responder)
     except GatewayError as error:
         if not responder.started:
-            await _send_error(send, request.request_id, error)
+            await _send_error(send, request, error)
     except ClientGone:
         return
     except Exception:
@@ -75,15 +78,20 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
         if not responder.started:
             await _send_error(
                 send,
-                request.request_id,
+                request,
                 GatewayError(500, "api_error", "The gateway failed to handle this request."),
             )
 
 
-async def _send_error(send: Send, request_id: str, error: GatewayError) -> None:
+async def _send_error(send: Send, request: Incoming, error: GatewayError) -> None:
+    """The error in the shape of the API the client speaks."""
+    if request.path.startswith("/openai/"):
+        status, body = error.openai_status_and_body(request.request_id)
+    else:
+        status, body = error.status, error.anthropic_body(request.request_id)
     await send_bytes(
         send,
-        error.status,
-        error.anthropic_body(request_id),
-        headers=[(b"x-gateway-request-id", request_id.encode()), *error.headers],
+        status,
+        body,
+        headers=[(b"x-gateway-request-id", request.request_id.encode()), *error.headers],
     )

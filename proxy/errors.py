@@ -44,6 +44,12 @@ class GatewayError(Exception):
     def anthropic_body(self, request_id: str) -> bytes:
         return anthropic_error_body(self.error_type, self.message, request_id)
 
+    def openai_status_and_body(self, request_id: str) -> tuple[int, bytes]:
+        """The error as an OpenAI client expects it (a 529 becomes 503)."""
+        from proxy.translate import anthropic_error_to_openai
+
+        return anthropic_error_to_openai(self.status, self.anthropic_body(request_id))
+
 
 def anthropic_error_body(error_type: str, message: str, request_id: str) -> bytes:
     return orjson.dumps(

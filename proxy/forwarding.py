@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import orjson
@@ -29,6 +30,24 @@ READ_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 # Called before each failover attempt: None to go ahead, or the refusal that skips this
 # deployment (raised if it was the last one).
 BeforeAttempt = Callable[[RouteTarget], Awaitable[GatewayError | None]]
+
+
+class StreamConverter(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class ClientShape(Protocol):
+    """How a client that is not an Anthropic client gets the Anthropic-shaped answer (the
+    OpenAI routes). The gateway meters the Anthropic form before converting it."""
+
+    def reply(self, status: int, body: bytes) -> tuple[int, bytes]:
+        """A whole JSON answer, success or error."""
+
+    def stream(self) -> StreamConverter: ...
+
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]: ...
 
 
 @dataclass(slots=True)
@@ -109,6 +128,7 @@ async def forward(
     extra_headers: list[tuple[bytes, bytes]],
     outcome: Outcome,
     before_attempt: BeforeAttempt | None = None,
+    shape: ClientShape | None = None,
 ) -> None:
     """Try `order` (already in failover order) until one deployment answers for good."""
     for attempt, target in enumerate(order, start=1):
@@ -149,6 +169,7 @@ async def forward(
             request_id=request_id,
             extra_headers=extra_headers,
             outcome=outcome,
+            shape=shape,
         )
         return
 
@@ -161,16 +182,24 @@ async def relay(
     request_id: str,
     extra_headers: list[tuple[bytes, bytes]],
     outcome: Outcome,
+    shape: ClientShape | None = None,
 ) -> None:
     outcome.status = response.status
     headers = [*response.headers, *extra_headers]
+    if shape is not None:
+        headers = shape.headers(headers)
     outcome.upstream_request_id = next(
         (v.decode() for k, v in response.headers if k == b"request-id"), ""
     )
     try:
         if response.status == 200 and "text/event-stream" in response.content_type:
             await _relay_stream(
-                response, send=send, headers=headers, outcome=outcome, request_id=request_id
+                response,
+                send=send,
+                headers=headers,
+                outcome=outcome,
+                request_id=request_id,
+                converter=shape.stream() if shape is not None else None,
             )
             return
         status = response.status
@@ -195,6 +224,8 @@ async def relay(
                 status, body, outcome.provider, request_id
             )
             outcome.status = status
+        if shape is not None:
+            status, body = shape.reply(status, body)
         await send(
             {
                 "type": "http.response.start",
@@ -219,6 +250,7 @@ async def _relay_stream(
     headers: list[tuple[bytes, bytes]],
     outcome: Outcome,
     request_id: str,
+    converter: StreamConverter | None = None,
 ) -> None:
     await send(
         {
@@ -238,7 +270,9 @@ async def _relay_stream(
             if outcome.first_byte_at is None:
                 outcome.first_byte_at = time.perf_counter()
             tally.feed_sse(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out = chunk if converter is None else converter.feed(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
     except READ_ERRORS as exc:
         # The upstream dropped mid-stream: tell the client in the stream's own language.
         tally.error_type = tally.error_type or "api_error"
@@ -255,10 +289,13 @@ async def _relay_stream(
             )
             + b"\n\n"
         )
+        if converter is not None:
+            frame = converter.feed(frame)
         await send({"type": "http.response.body", "body": frame, "more_body": True})
     if tally.error_type:
         outcome.error_type = tally.error_type
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    tail = converter.close() if converter is not None else b""
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 async def run_until_disconnect(

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,8 +36,8 @@ from proxy.counters.base import (
     RateKind,
 )
 from proxy.errors import GatewayError
+from proxy.forwarding import ClientShape, failover_order, forward, run_until_disconnect
 from proxy.forwarding import Outcome as RelayOutcome
-from proxy.forwarding import failover_order, forward, run_until_disconnect
 from proxy.providers.base import (
     DROPPED_REQUEST_HEADERS,
     DROPPED_REQUEST_PREFIXES,
@@ -132,6 +133,12 @@ def parse_messages_body(body: bytes, *, need_max_tokens: bool) -> dict[str, Any]
         ) from exc
     if not isinstance(parsed, dict):
         raise GatewayError(400, "invalid_request_error", "Request body must be a JSON object.")
+    return check_messages_request(parsed, need_max_tokens=need_max_tokens)
+
+
+def check_messages_request(parsed: dict[str, Any], *, need_max_tokens: bool) -> dict[str, Any]:
+    """The fields the gateway relies on, checked at the edge: a model name that could not be
+    stored in the ledger (too long, control characters) is refused here, not downstream."""
     model = parsed.get("model")
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "invalid_request_error", "model: Field required (a model name).")
@@ -479,9 +486,41 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A route's request as the Anthropic Messages request the gateway governs and forwards."""
+
+    parsed: dict[str, Any]
+    body: bytes  # what is forwarded: the client's own bytes when it spoke Anthropic
+    shape: ClientShape | None = None  # how the answer is converted for the client
+
+
+Prepare = Callable[[bytes], Prepared]
+
+
+def prepare_anthropic(body: bytes) -> Prepared:
+    return Prepared(parse_messages_body(body, need_max_tokens=True), body)
+
+
 async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
+    await serve_messages(
+        runtime, request, receive, send, route="anthropic.messages", prepare=prepare_anthropic
+    )
+
+
+async def serve_messages(
+    runtime: Runtime,
+    request: Incoming,
+    receive: Receive,
+    send: Send,
+    *,
+    route: str,
+    prepare: Prepare,
+) -> None:
+    """Authenticate, read, govern, forward and meter one Messages call, whatever API the client
+    speaks (`prepare` turns its body into an Anthropic request)."""
     started = time.perf_counter()
-    event = _new_event(request, "anthropic.messages")
+    event = _new_event(request, route)
     policy: KeyPolicy | None = None
     taken = 0
     try:
@@ -491,7 +530,8 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
             request.body, taken = await read_body(
                 receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
             )
-            parsed = parse_messages_body(request.body, need_max_tokens=True)
+            prepared = prepare(request.body)
+            parsed = prepared.parsed
             _attribute_request(event, request.headers, parsed)
             decision = policy.decide_model(parsed["model"])
             if not decision.allowed:
@@ -519,7 +559,7 @@ async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: 
             send,
             event=event,
             policy=policy,
-            parsed=parsed,
+            prepared=prepared,
             admitted=admitted,
             started=started,
         )
@@ -535,16 +575,16 @@ async def _forward_messages(
     *,
     event: dict[str, Any],
     policy: KeyPolicy,
-    parsed: dict[str, Any],
+    prepared: Prepared,
     admitted: Admitted,
     started: float,
 ) -> None:
     forwarded_at = time.perf_counter()
     call = UpstreamCall(
         path="/v1/messages",
-        query=request.query,
-        body=request.body,
-        parsed=parsed,
+        query=request.query if prepared.shape is None else "",
+        body=prepared.body,
+        parsed=prepared.parsed,
         headers=forwardable_headers(request.headers),
         stream=event["stream"],
     )
@@ -559,6 +599,7 @@ async def _forward_messages(
             extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
             outcome=outcome,
             before_attempt=_failover_admission(runtime, policy, admitted),
+            shape=prepared.shape,
         )
     )
     disconnected = False
@@ -864,7 +905,7 @@ def _model_info(name: str) -> dict[str, Any]:
     return {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
 
 
-async def _authenticate_recorded(runtime: Runtime, request: Incoming, route: str) -> KeyPolicy:
+async def authenticate_recorded(runtime: Runtime, request: Incoming, route: str) -> KeyPolicy:
     """authenticate(), with a ledger row when it refuses."""
     started = time.perf_counter()
     try:
@@ -876,15 +917,15 @@ async def _authenticate_recorded(runtime: Runtime, request: Incoming, route: str
         raise
 
 
-def _servable(policy: KeyPolicy, targets: tuple[RouteTarget, ...], name: str) -> bool:
+def servable(policy: KeyPolicy, targets: tuple[RouteTarget, ...], name: str) -> bool:
     return policy.allows_model(name) and any(policy.allows_model(t.upstream_model) for t in targets)
 
 
 async def list_models(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
     """The routed models this key may use, in the Anthropic list shape."""
-    policy = await _authenticate_recorded(runtime, request, "anthropic.models")
+    policy = await authenticate_recorded(runtime, request, "anthropic.models")
     routing = await runtime.snapshots.routing()
-    names = [n for n in routing.public_names() if _servable(policy, routing.targets_for(n), n)]
+    names = [n for n in routing.public_names() if servable(policy, routing.targets_for(n), n)]
     data = [_model_info(n) for n in names]
     await send_json(
         send,
@@ -900,11 +941,11 @@ async def list_models(runtime: Runtime, request: Incoming, receive: Receive, sen
 
 
 async def get_model(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
-    policy = await _authenticate_recorded(runtime, request, "anthropic.models")
+    policy = await authenticate_recorded(runtime, request, "anthropic.models")
     name = request.path.rsplit("/", 1)[-1]
     routing = await runtime.snapshots.routing()
     targets = routing.targets_for(name)
-    if not targets or not _servable(policy, targets, name):
+    if not targets or not servable(policy, targets, name):
         raise GatewayError(404, "not_found_error", f'Model "{name}" is not available to this key.')
     await send_json(
         send,

@@ -15,6 +15,10 @@ failed only because of the breaker: with nothing else to try, trying is the best
 `claim` never refuses the last of `plan.targets`, so a loop that fails over on `target is
 last` keeps working. When the store cannot answer (Redis down) every deployment is usable and
 the store is left alone for OUTAGE_BACKOFF_SECONDS, so an outage costs requests no timeouts.
+
+On Redis a worker reads a deployment's state at most once a second and writes outcomes in the
+background, successes on a healthy deployment at most once a second (_Cache): each Redis call
+costs the event loop ~80-90 us of CPU, more than the rest of the breaker.
 """
 
 from __future__ import annotations
@@ -72,6 +76,63 @@ def from_settings() -> DeploymentHealth:
     )
 
 
+class _Cache:
+    """What this worker knows of a shared (Redis) store, so most requests read nothing.
+
+    A deployment's state is re-read at most every READ_SECONDS: another worker's trip or
+    recovery reaches this one that much later, and this worker's own transitions at once. A
+    success on a deployment known to be healthy is written at most every WRITE_SECONDS (it
+    would change nothing but the latency sample); one after a failure is always written, so
+    failures count "in a row" as seen from each worker.
+    """
+
+    READ_SECONDS = 1.0
+    WRITE_SECONDS = 1.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._states: dict[str, tuple[float, State]] = {}  # id -> (fresh until, state)
+        self._written: dict[str, float] = {}  # id -> last success written
+        self._failed: set[str] = set()  # ids with a failure written since the last success
+
+    def states(self, deployments: Sequence[str]) -> list[State] | None:
+        now = self._monotonic()
+        states = []
+        for deployment in deployments:
+            entry = self._states.get(deployment)
+            if entry is None or entry[0] <= now:
+                return None
+            states.append(entry[1])
+        return states
+
+    def remember(self, deployments: Sequence[str], states: Sequence[State]) -> None:
+        if len(self._states) > self.MAX_ENTRIES:
+            self._states.clear()
+        fresh_until = self._monotonic() + self.READ_SECONDS
+        for deployment, state in zip(deployments, states, strict=True):
+            self._states[deployment] = (fresh_until, state)
+
+    def worth_writing(self, deployment: str, ok: bool) -> bool:
+        now = self._monotonic()
+        if not ok:
+            self._failed.add(deployment)
+            return True
+        entry = self._states.get(deployment)
+        # Not known to be open (a lone deployment is never read): a success a second will do.
+        healthy = (entry is None or entry[1] == State.OK) and deployment not in self._failed
+        if (
+            healthy
+            and now - self._written.get(deployment, -self.WRITE_SECONDS) < self.WRITE_SECONDS
+        ):
+            return False
+        if len(self._written) > self.MAX_ENTRIES:
+            self._written.clear()
+        self._written[deployment] = now
+        self._failed.discard(deployment)
+        return True
+
+
 class DeploymentHealth:
     """One per gateway runtime (event loop)."""
 
@@ -85,44 +146,61 @@ class DeploymentHealth:
         self.store = store
         self._clock = clock
         self._monotonic = monotonic
+        self._cache = _Cache(monotonic) if store.remote else None
         self._down_until = -1.0
         self._logged_at = -LOG_INTERVAL
         self._pending: set[asyncio.Task[None]] = set()
 
+    def now(self) -> float:
+        return self._clock()
+
     async def plan(self, order: Sequence[RouteTarget]) -> AttemptPlan:
-        if self._monotonic() < self._down_until:
+        # A lone deployment is tried whatever its state: nothing to read. Its outcomes are
+        # still recorded (a success closes its breaker, the admin shows its failures).
+        if len(order) < 2 or self._monotonic() < self._down_until:
             return AttemptPlan(self, order, None)
+        deployments = [_id(t) for t in order]
+        cache = self._cache
+        states = None if cache is None else cache.states(deployments)
+        if states is not None:
+            return AttemptPlan(self, order, states)
         try:
-            states = await self.store.states([_id(t) for t in order])
+            states = await self.store.states(deployments)
         except HealthStoreUnavailable:
             self._outage("reading")
             return AttemptPlan(self, order, None)
         except Exception:
             self._failure("reading")
             return AttemptPlan(self, order, None)
+        if cache is not None:
+            cache.remember(deployments, states)
         return AttemptPlan(self, order, states)
-
-    def now(self) -> float:
-        return self._clock()
 
     async def claim(self, deployment: str) -> bool:
         if self._monotonic() < self._down_until:
             return True
         try:
-            return await self.store.claim_probe(deployment)
+            won = await self.store.claim_probe(deployment)
         except HealthStoreUnavailable:
             self._outage("claiming a probe")
+            return True
         except Exception:
             self._failure("claiming a probe")
-        return True
+            return True
+        if self._cache is not None:  # won or lost, this worker's other requests skip it
+            self._cache.remember([deployment], [State.PROBING])
+        return won
 
     async def record(self, deployment: str, attempt: Attempt) -> None:
         """Count an outcome: at once in process; in the background on Redis."""
-        if not self.store.remote:
+        cache = self._cache
+        if cache is None:
             await self._record(deployment, attempt)
             return
         if self._monotonic() < self._down_until or len(self._pending) >= MAX_PENDING_RECORDS:
             return  # advisory state: losing an outcome is better than queueing without bound
+        if not cache.worth_writing(deployment, attempt.ok):
+            return
         task = asyncio.get_running_loop().create_task(self._record(deployment, attempt))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -146,6 +224,9 @@ class DeploymentHealth:
             )
         elif transition == Transition.CLOSED:
             logger.info("deployment %s answers again: cooldown over", deployment)
+        if self._cache is not None and transition in (Transition.TRIPPED, Transition.CLOSED):
+            state = State.COOLING if transition == Transition.TRIPPED else State.OK
+            self._cache.remember([deployment], [state])
 
     def _outage(self, doing: str) -> None:
         self._down_until = self._monotonic() + OUTAGE_BACKOFF_SECONDS

@@ -450,6 +450,67 @@ async def test_outcomes_reach_redis_in_the_background() -> None:
         await _delete_prefix(prefix)
 
 
+@pytest.fixture
+async def redis_workers() -> AsyncIterator[tuple[FakeClock, FakeClock, list[DeploymentHealth]]]:
+    """Two gateway workers on one Redis, with one wall clock and one monotonic clock."""
+    if not REDIS_URL:
+        pytest.skip("REDIS_URL is not set")
+    prefix = f"test:health:{uuid.uuid4().hex}:"
+    clock, monotonic = FakeClock(), FakeClock()
+    workers = [
+        DeploymentHealth(
+            RedisHealthStore(REDIS_URL, prefix=prefix, policy=POLICY, clock=clock),
+            clock=clock,
+            monotonic=monotonic,
+        )
+        for _ in range(2)
+    ]
+    yield clock, monotonic, workers
+    for worker in workers:
+        await worker.close()
+    await _delete_prefix(prefix)
+
+
+async def settle(health: DeploymentHealth) -> None:
+    """Wait for the outcomes sent in the background."""
+    await asyncio.gather(*list(health._pending))
+
+
+async def test_a_worker_sees_another_workers_trip_within_a_second(
+    redis_workers: tuple[FakeClock, FakeClock, list[DeploymentHealth]],
+) -> None:
+    _, monotonic, (worker_a, worker_b) = redis_workers
+    assert (await worker_b.plan(ORDER)).targets == ORDER  # read, and kept for a second
+    await cool_down(worker_a, PRIMARY)
+    await settle(worker_a)
+    assert (await worker_a.plan(ORDER)).targets == (SECONDARY,)  # its own trip: at once
+    assert (await worker_b.plan(ORDER)).targets == ORDER
+    monotonic.now += 1
+    assert (await worker_b.plan(ORDER)).targets == (SECONDARY,)
+
+
+async def test_successes_on_a_healthy_deployment_are_written_once_a_second(
+    redis_workers: tuple[FakeClock, FakeClock, list[DeploymentHealth]],
+) -> None:
+    _, monotonic, (worker, _) = redis_workers
+
+    async def serve(ok: bool = True) -> None:
+        plan = await worker.plan([PRIMARY])
+        assert await plan.claim(PRIMARY)
+        await plan.record(PRIMARY, ok=ok, status=200 if ok else 503)
+        await settle(worker)
+
+    for _ in range(5):
+        await serve()
+    await serve(ok=False)
+    await serve()  # after a failure: written, the count starts again
+    monotonic.now += 1
+    await serve()
+    [status] = await worker.store.statuses()
+    assert [a.ok for a in status.recent] == [True, True, False, True]
+    assert status.failures == 0
+
+
 # --- retry-after --------------------------------------------------------------------------------
 
 
