@@ -239,6 +239,10 @@ LOGGING = {
 # --- the proxy (hot path) -----------------------------------------------------------------
 GATEWAY_COUNTER_PREFIX = env.str("GATEWAY_COUNTER_PREFIX", default="gw:c")
 GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# Failover: at most this many deployments per request, and none started after this many
+# seconds (a slow primary must not make the client wait for every fallback in turn).
+GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=4)
+GATEWAY_FAILOVER_SECONDS = env.float("GATEWAY_FAILOVER_SECONDS", default=90.0)
 # max_tokens of an OpenAI-API request that names none (Anthropic requires one).
 GATEWAY_OPENAI_DEFAULT_MAX_TOKENS = env.int("GATEWAY_OPENAI_DEFAULT_MAX_TOKENS", default=4096)
 # Output tokens reserved per request at admission (see proxy/admission.py for the bound).

@@ -65,6 +65,7 @@ class Outcome:
     upstream_request_id: str = ""
     first_byte_at: float | None = None
     reached_upstream: bool = False
+    attempt_log: list[Attempt] = field(default_factory=list)
 
 
 def failover_order(targets: Sequence[RouteTarget]) -> list[RouteTarget]:
@@ -103,19 +104,105 @@ def _client_error(
     return status, anthropic_error_body(error_type, message, request_id), error_type
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one deployment, kept with the usage record."""
+
+    provider: str
+    model: str
+    status: int  # 0: no answer (connection refused, timeout)
+    latency_ms: int
+    error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "provider": self.provider,
+            "model": self.model,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+        }
+        if self.error:
+            entry["error"] = self.error
+        return entry
+
+
+class AttemptObserver(Protocol):
+    """Told about every attempt (deployment health, metrics); must never raise."""
+
+    def __call__(
+        self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How far failover goes: at most `attempts` deployments, none started after `seconds`."""
+
+    attempts: int = 4
+    seconds: float = 90.0
+
+
 async def _send_upstream(
-    provider: Provider, target: RouteTarget, call: UpstreamCall, outcome: Outcome
+    provider: Provider,
+    target: RouteTarget,
+    call: UpstreamCall,
+    outcome: Outcome,
+    observer: AttemptObserver | None,
 ) -> UpstreamResponse | None:
     outcome.attempts += 1
     outcome.provider = target.provider.name
     outcome.target = target
     outcome.upstream_model = target.upstream_model
+    started = time.perf_counter()
     try:
-        return await provider.send(target=target, call=call)
+        response = await provider.send(target=target, call=call)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         outcome.error_type = "api_error"
         outcome.error_message = f"could not reach {target.provider.name}: {type(exc).__name__}"
+        _attempted(outcome, observer, target, status=0, started=started, error=type(exc).__name__)
         return None
+    _attempted(
+        outcome,
+        observer,
+        target,
+        status=response.status,
+        started=started,
+        retry_after=(
+            _retry_after(response.headers) if response.status in RETRYABLE_STATUSES else None
+        ),
+    )
+    return response
+
+
+def _attempted(
+    outcome: Outcome,
+    observer: AttemptObserver | None,
+    target: RouteTarget,
+    *,
+    status: int,
+    started: float,
+    error: str = "",
+    retry_after: float | None = None,
+) -> None:
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    outcome.attempt_log.append(
+        Attempt(target.provider.name, target.upstream_model, status, latency_ms, error)
+    )
+    if observer is not None:
+        observer(target, status=status, latency_ms=latency_ms, retry_after=retry_after)
+
+
+def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds; an HTTP date is ignored)."""
+    for name, value in headers:
+        try:
+            if name == b"retry-after-ms":
+                return float(value) / 1000
+            if name == b"retry-after":
+                return float(value)
+        except ValueError:
+            continue
+    return None
 
 
 async def forward(
@@ -129,10 +216,20 @@ async def forward(
     outcome: Outcome,
     before_attempt: BeforeAttempt | None = None,
     shape: ClientShape | None = None,
+    observer: AttemptObserver | None = None,
+    limits: Limits | None = None,
 ) -> None:
-    """Try `order` (already in failover order) until one deployment answers for good."""
+    """Try `order` (already in failover order) until one deployment answers for good.
+
+    A deployment that cannot be reached, or answers a retryable status (408, 429, 5xx, 529)
+    before anything reached the client, hands over to the next one, within `limits`: the
+    last deployment allowed answers whatever it answers.
+    """
+    limits = limits or Limits()
+    order = order[: max(1, limits.attempts)]
+    deadline = time.monotonic() + limits.seconds
     for attempt, target in enumerate(order, start=1):
-        last = attempt == len(order)
+        last = attempt == len(order) or time.monotonic() >= deadline
         provider = providers.get(target.provider.kind)
         if provider is None:
             outcome.provider = target.provider.name
@@ -149,7 +246,7 @@ async def forward(
                 if last:
                     raise refusal
                 continue
-        response = await _send_upstream(provider, target, call, outcome)
+        response = await _send_upstream(provider, target, call, outcome, observer)
         if response is None:
             if last:
                 raise GatewayError(

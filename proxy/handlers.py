@@ -600,6 +600,7 @@ async def _forward_messages(
             outcome=outcome,
             before_attempt=_failover_admission(runtime, policy, admitted),
             shape=prepared.shape,
+            limits=runtime.failover_limits,
         )
     )
     disconnected = False
@@ -627,6 +628,14 @@ async def _forward_messages(
         observe.request_finished(
             event, policy, started=started, forwarded_at=forwarded_at, targets=admitted.order
         )
+
+
+def attempt_log(outcome: RelayOutcome) -> str:
+    """The attempts as JSON for the ledger, when there is more to tell than the row says."""
+    attempts = outcome.attempt_log
+    if not attempts or (len(attempts) == 1 and attempts[0].status == 200):
+        return ""
+    return orjson.dumps([attempt.as_dict() for attempt in attempts]).decode()
 
 
 def request_cost(
@@ -703,6 +712,7 @@ async def _finish(
                 else None
             ),
             attempts=outcome.attempts,
+            attempt_log=attempt_log(outcome),
             downgraded_from=admitted.downgraded_from,
             client_disconnected=disconnected,
             upstream_request_id=outcome.upstream_request_id[:100],

@@ -20,6 +20,7 @@ from proxy.asgi import InflightBytes, TrustedProxies
 from proxy.counters.base import AdmissionPlan, CounterStore, CounterStoreUnavailable
 from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
+from proxy.forwarding import Limits
 from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider
 from proxy.providers.bedrock import BedrockProvider
@@ -180,6 +181,9 @@ class Runtime:
         self.inflight_bytes = InflightBytes(settings.GATEWAY_MAX_INFLIGHT_BODY_BYTES)
         self.seed_budget = _ledger_spend
         self.pending_releases = PendingReleases(self.store)
+        self.failover_limits = Limits(
+            attempts=settings.GATEWAY_MAX_ATTEMPTS, seconds=settings.GATEWAY_FAILOVER_SECONDS
+        )
 
     async def close(self) -> None:
         await self.pending_releases.close()

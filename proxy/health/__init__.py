@@ -12,6 +12,7 @@ them (telemetry/provider_health.py) without an import cycle.
 from __future__ import annotations
 
 from proxy.health.base import (
+    FAILURE_STATUSES,
     Attempt,
     CooldownPolicy,
     DeploymentStatus,
@@ -24,6 +25,7 @@ from proxy.health.base import (
 )
 
 __all__ = [
+    "FAILURE_STATUSES",
     "Attempt",
     "CooldownPolicy",
     "DeploymentStatus",

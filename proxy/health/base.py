@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
+# The answers a request fails over on (proxy/forwarding.py RETRYABLE_STATUSES; a test keeps
+# the two equal): with no answer at all, the failures the breaker counts.
+FAILURE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 PROBE_LEASE_SECONDS = 60.0
 # Outcomes kept per deployment for the admin (recent errors, p50 latency).
 RECENT_ATTEMPTS = 50
@@ -140,11 +143,6 @@ class DeploymentStatus:
 
 class HealthStore(Protocol):
     """Breaker state per deployment. Every method may raise HealthStoreUnavailable."""
-
-    @property
-    def remote(self) -> bool:
-        """True when each call is a network round trip: records are then sent in the
-        background (proxy.health.gate), never waited for by the request."""
 
     async def states(self, deployments: Sequence[str]) -> list[State]:
         """The state of each deployment, in order: one round trip at most."""

@@ -8,7 +8,7 @@ Per request:
         if not await plan.claim(target):        # False only when another request probes it
             continue
         ...send...
-        await plan.record(target, ok=..., status=..., headers=...)
+        plan.record(target, ok=..., status=..., headers=...)   # or plan(target, status=...)
 
 `plan.targets` is the full order when every deployment is cooling down (a request is never
 failed only because of the breaker: with nothing else to try, trying is the best bet), and
@@ -29,8 +29,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from django.conf import settings
+
 from governance.policy import RouteTarget
 from proxy.health.base import (
+    FAILURE_STATUSES,
     Attempt,
     CooldownPolicy,
     HealthStore,
@@ -63,8 +66,6 @@ def build(redis_url: str, *, counter_prefix: str, policy: CooldownPolicy) -> Dep
 
 
 def from_settings() -> DeploymentHealth:
-    from django.conf import settings
-
     return build(
         settings.REDIS_URL,
         counter_prefix=settings.GATEWAY_COUNTER_PREFIX,
@@ -146,7 +147,9 @@ class DeploymentHealth:
         self.store = store
         self._clock = clock
         self._monotonic = monotonic
-        self._cache = _Cache(monotonic) if store.remote else None
+        # In process, outcomes apply at once; any other store is written in the background.
+        self._local = store if isinstance(store, MemoryHealthStore) else None
+        self._cache = None if self._local is not None else _Cache(monotonic)
         self._down_until = -1.0
         self._logged_at = -LOG_INTERVAL
         self._pending: set[asyncio.Task[None]] = set()
@@ -191,15 +194,20 @@ class DeploymentHealth:
             self._cache.remember([deployment], [State.PROBING])
         return won
 
-    async def record(self, deployment: str, attempt: Attempt) -> None:
-        """Count an outcome: at once in process; in the background on Redis."""
-        cache = self._cache
-        if cache is None:
-            await self._record(deployment, attempt)
+    def record(self, deployment: str, attempt: Attempt) -> None:
+        """Count an outcome without waiting: at once in process, in the background on Redis."""
+        if self._local is not None:
+            try:
+                transition, cooldown = self._local.record_now(deployment, attempt)
+            except Exception:
+                self._failure("recording")
+                return
+            self._recorded(deployment, attempt, transition, cooldown)
             return
+        cache = self._cache
         if self._monotonic() < self._down_until or len(self._pending) >= MAX_PENDING_RECORDS:
             return  # advisory state: losing an outcome is better than queueing without bound
-        if not cache.worth_writing(deployment, attempt.ok):
+        if cache is not None and not cache.worth_writing(deployment, attempt.ok):
             return
         task = asyncio.get_running_loop().create_task(self._record(deployment, attempt))
         self._pending.add(task)
@@ -214,6 +222,11 @@ class DeploymentHealth:
         except Exception:
             self._failure("recording")
             return
+        self._recorded(deployment, attempt, transition, cooldown)
+
+    def _recorded(
+        self, deployment: str, attempt: Attempt, transition: Transition, cooldown: float
+    ) -> None:
         if transition == Transition.TRIPPED:
             observe.deployment_cooldown(deployment, cooldown)
             logger.warning(
@@ -294,7 +307,7 @@ class AttemptPlan:
         self._started[deployment] = time.perf_counter()
         return True
 
-    async def record(
+    def record(
         self,
         target: RouteTarget,
         *,
@@ -302,14 +315,17 @@ class AttemptPlan:
         status: int,
         headers: Sequence[tuple[bytes, bytes]] = (),
         retry_after: float | None = None,
+        latency_ms: int | None = None,
     ) -> None:
-        """After the attempt's outcome is known (response headers, or no answer: status 0).
-        `ok` is False for what fails over: no answer, 408, 429, 5xx, 529. A `retry-after`
-        (or `retry-after-ms`) in `headers` of a failure cools the deployment down at least
-        that long."""
+        """After the attempt's outcome is known (response headers, or no answer: status 0);
+        never waits, never raises. `ok` is False for what fails over (FAILURE_STATUSES, or no
+        answer). A failure's `retry_after` (seconds), or a `retry-after` / `retry-after-ms`
+        in `headers`, cools the deployment down at least that long. `latency_ms` defaults to
+        the time since `claim`."""
         deployment = _id(target)
         started = self._started.pop(deployment, None)
-        latency_ms = 0 if started is None else int((time.perf_counter() - started) * 1000)
+        if latency_ms is None:
+            latency_ms = 0 if started is None else int((time.perf_counter() - started) * 1000)
         now = self._health.now()
         if not ok and retry_after is None and headers:
             retry_after = retry_after_seconds(headers, now)
@@ -318,7 +334,21 @@ class AttemptPlan:
         attempt = Attempt(
             at=now, status=status, latency_ms=latency_ms, ok=ok, retry_after=retry_after
         )
-        await self._health.record(deployment, attempt)
+        self._health.record(deployment, attempt)
+
+    def __call__(
+        self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None
+    ) -> None:
+        """`record` in the shape of an attempt observer (proxy/forwarding.py): the outcome is
+        a failure when there was no answer (status 0) or the status fails over."""
+        ok = status != 0 and status not in FAILURE_STATUSES
+        self.record(
+            target,
+            ok=ok,
+            status=status,
+            retry_after=None if ok else retry_after,
+            latency_ms=latency_ms,
+        )
 
 
 def _id(target: RouteTarget) -> str:

@@ -56,8 +56,6 @@ def live_stores() -> list[MemoryHealthStore]:
 
 
 class MemoryHealthStore:
-    remote = False
-
     def __init__(
         self,
         policy: CooldownPolicy | None = None,
@@ -105,6 +103,10 @@ class MemoryHealthStore:
         return True
 
     async def record(self, deployment: str, attempt: Attempt) -> tuple[Transition, float]:
+        return self.record_now(deployment, attempt)
+
+    def record_now(self, deployment: str, attempt: Attempt) -> tuple[Transition, float]:
+        """The same as `record`, callable where nothing may be awaited (an attempt observer)."""
         now = self._clock()
         breaker = self._breaker_for(deployment, now)
         breaker.recent.appendleft(attempt)

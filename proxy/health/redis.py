@@ -133,8 +133,6 @@ class _Errors:
 
 
 class RedisHealthStore:
-    remote = True
-
     def __init__(
         self,
         url: str,

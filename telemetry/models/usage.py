@@ -44,6 +44,13 @@ class UsageRecord(models.Model):
     ttfb_ms = models.PositiveIntegerField(null=True, blank=True)
     stream = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=1)
+    attempt_log = models.TextField(
+        blank=True,
+        help_text=(
+            "JSON list of the upstream attempts (provider, model, status, latency_ms, error) "
+            "when there was more than one or the only one failed."
+        ),
+    )
     downgraded_from = models.CharField(max_length=200, blank=True)
     client_disconnected = models.BooleanField(default=False)
     upstream_request_id = models.CharField(max_length=100, blank=True)

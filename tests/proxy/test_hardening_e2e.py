@@ -10,6 +10,7 @@ headers, redirects, count_tokens without limits).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,6 +255,12 @@ def test_failover_charges_the_provider_that_served(gateway, governed, two_provid
 
     rows = ledger_rows(6)
     assert {row.provider for row in rows} == {"alpha"}
+    for row in rows:  # every failover is told in the row, attempt by attempt
+        if row.attempts == 2:
+            log = json.loads(row.attempt_log)
+            assert [(a["provider"], a["status"]) for a in log] == [("beta", 529), ("alpha", 200)]
+        else:
+            assert row.attempt_log == ""
     spent = sum(row.cost_micros for row in rows)
     assert spent > 0
     assert counter_of(gateway, alpha_budget.pk) == spent

@@ -24,7 +24,14 @@ from django.urls import reverse
 
 from governance.models import Deployment, ModelRoute, Provider
 from governance.policy import ProviderConfig, RouteTarget
-from proxy.health import Attempt, CooldownPolicy, State, Transition, retry_after_seconds
+from proxy.health import (
+    FAILURE_STATUSES,
+    Attempt,
+    CooldownPolicy,
+    State,
+    Transition,
+    retry_after_seconds,
+)
 from proxy.health.base import HealthStore
 from proxy.health.gate import DeploymentHealth
 from proxy.health.memory import MemoryHealthStore
@@ -220,6 +227,18 @@ async def test_failed_probes_double_the_cooldown_up_to_the_longest(stores: Store
     assert cooldowns == [30, 60, 120, 240, 300, 300]
 
 
+async def test_a_failed_probe_cools_down_again_whatever_the_failure_count(
+    stores: Stores,
+) -> None:
+    """A retry-after opened the breaker after one failure: its probe failing is the second
+    failure only, and still opens it again (for twice as long)."""
+    store = stores.new()
+    await store.record(DEP, failure(stores.clock, 429, retry_after=5))
+    stores.clock.now += 30
+    assert await store.claim_probe(DEP)
+    assert await store.record(DEP, failure(stores.clock, 503)) == (Transition.TRIPPED, 60)
+
+
 async def test_a_probe_that_never_reports_frees_the_slot_after_its_lease(stores: Stores) -> None:
     store = stores.new(lease=0.3)
     await fail(store, stores.clock, 3)
@@ -294,7 +313,7 @@ async def cool_down(health: DeploymentHealth, deployment: RouteTarget) -> None:
     for _ in range(3):
         plan = await health.plan([deployment])
         assert await plan.claim(deployment)
-        await plan.record(deployment, ok=False, status=529)
+        plan.record(deployment, ok=False, status=529)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -317,7 +336,7 @@ async def test_a_cooling_deployment_is_skipped_then_probed_back() -> None:
             assert await plan.claim(attempt)
             tried.append(attempt.provider.name)
             ok = attempt is SECONDARY
-            await plan.record(attempt, ok=ok, status=200 if ok else 529)
+            plan.record(attempt, ok=ok, status=200 if ok else 529)
             if ok:
                 break
     assert tried == ["primary", "secondary"] * 3
@@ -333,7 +352,7 @@ async def test_a_cooling_deployment_is_skipped_then_probed_back() -> None:
     assert await probe.claim(PRIMARY)
     assert not await other.claim(PRIMARY)  # the probe is taken: this request goes on
     assert await other.claim(SECONDARY)
-    await probe.record(PRIMARY, ok=True, status=200)
+    probe.record(PRIMARY, ok=True, status=200)
     assert (await health.plan(ORDER)).targets == ORDER
 
 
@@ -370,10 +389,32 @@ async def test_retry_after_from_the_upstream_headers_sets_the_cooldown() -> None
     health = memory_gate(clock)
     plan = await health.plan(ORDER)
     assert await plan.claim(PRIMARY)
-    await plan.record(PRIMARY, ok=False, status=429, headers=[(b"retry-after", b"90")])
+    plan.record(PRIMARY, ok=False, status=429, headers=[(b"retry-after", b"90")])
     [status] = await health.store.statuses()
     assert status.state == State.COOLING
     assert status.open_until == clock.now + 90
+
+
+async def test_the_plan_is_an_attempt_observer_for_the_failover_loop() -> None:
+    """forward() tells its observer each attempt's status, latency and retry-after: a status it
+    fails over on, or no answer, is a failure; any other answer a success."""
+    clock = FakeClock()
+    health = memory_gate(clock)
+    plan = await health.plan(ORDER)
+    plan(PRIMARY, status=429, latency_ms=12, retry_after=45.0)
+    [status] = await health.store.statuses()
+    assert (status.state, status.open_until) == (State.COOLING, clock.now + 45)
+    assert status.recent[0].latency_ms == 12
+    plan(SECONDARY, status=400, latency_ms=30, retry_after=None)  # the client's error: answered
+    plan(SECONDARY, status=0, latency_ms=10_000, retry_after=None)  # no answer
+    by_id = {s.deployment: s for s in await health.store.statuses()}
+    assert [a.ok for a in by_id[deployment(SECONDARY)].recent] == [False, True]
+
+
+def test_the_breaker_counts_what_the_failover_loop_fails_over_on() -> None:
+    from proxy.forwarding import RETRYABLE_STATUSES
+
+    assert FAILURE_STATUSES == RETRYABLE_STATUSES
 
 
 async def test_attempts_failovers_and_cooldowns_are_counted() -> None:
@@ -390,7 +431,7 @@ async def test_attempts_failovers_and_cooldowns_are_counted() -> None:
     )
     plan = await health.plan(ORDER)
     assert await plan.claim(PRIMARY)
-    await plan.record(PRIMARY, ok=False, status=0)
+    plan.record(PRIMARY, ok=False, status=0)
     assert await plan.claim(SECONDARY)
     await cool_down(health, PRIMARY)
     assert sample("gateway_deployment_failovers_total", **labels) == (
@@ -417,7 +458,7 @@ async def test_an_unreachable_redis_leaves_every_deployment_usable() -> None:
         plan = await health.plan(ORDER)
         assert plan.targets == ORDER
         assert await plan.claim(PRIMARY)
-        await plan.record(PRIMARY, ok=False, status=529)
+        plan.record(PRIMARY, ok=False, status=529)
         assert await health.claim(deployment(PRIMARY))
         # The outage is remembered: the next requests do not wait on Redis at all.
         assert (await health.plan(ORDER)).targets == ORDER
@@ -497,7 +538,7 @@ async def test_successes_on_a_healthy_deployment_are_written_once_a_second(
     async def serve(ok: bool = True) -> None:
         plan = await worker.plan([PRIMARY])
         assert await plan.claim(PRIMARY)
-        await plan.record(PRIMARY, ok=ok, status=200 if ok else 503)
+        plan.record(PRIMARY, ok=ok, status=200 if ok else 503)
         await settle(worker)
 
     for _ in range(5):
