@@ -127,11 +127,14 @@ class Attempt:
 
 
 class AttemptObserver(Protocol):
-    """Told about every attempt (deployment health, metrics); must never raise."""
+    """Deployment health: told about every attempt (must never raise), and asked before one
+    whether a deployment that was cooling down may be probed by this request."""
 
     def __call__(
         self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None
     ) -> None: ...
+
+    async def claim(self, target: RouteTarget) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +249,8 @@ async def forward(
                 if last:
                     raise refusal
                 continue
+        if observer is not None and not await observer.claim(target):
+            continue  # cooling down, and another request is probing it
         response = await _send_upstream(provider, target, call, outcome, observer)
         if response is None:
             if last:

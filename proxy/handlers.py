@@ -589,10 +589,12 @@ async def _forward_messages(
         stream=event["stream"],
     )
     outcome = RelayOutcome()
+    # Deployments cooling down go last (all of them: still tried); one request probes each.
+    health = await runtime.health.plan(admitted.order)
     work = asyncio.ensure_future(
         forward(
             providers=runtime.providers,
-            order=admitted.order,
+            order=health.targets,
             call=call,
             send=send,
             request_id=request.request_id,
@@ -600,6 +602,7 @@ async def _forward_messages(
             outcome=outcome,
             before_attempt=_failover_admission(runtime, policy, admitted),
             shape=prepared.shape,
+            observer=health,
             limits=runtime.failover_limits,
         )
     )

@@ -21,10 +21,12 @@ from proxy.counters.base import AdmissionPlan, CounterStore, CounterStoreUnavail
 from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
 from proxy.forwarding import Limits
+from proxy.health import gate as health_gate
 from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider
 from proxy.providers.bedrock import BedrockProvider
 from proxy.providers.mock import MockProvider
+from proxy.providers.openai_compat import OpenAIProvider
 from proxy.providers.vertex import VertexProvider
 from proxy.snapshots import Snapshots
 from proxy.upstream import UpstreamClient
@@ -158,11 +160,14 @@ class Runtime:
             self.store = MemoryCounterStore(_version_from_cache)
         self.snapshots = Snapshots(self.store.policy_version, settings.GATEWAY_POLICY_CHECK_SECONDS)
         self.upstream = UpstreamClient()
+        openai = OpenAIProvider(self.upstream)
         self.providers: dict[str, Provider] = {
             "anthropic": AnthropicProvider(self.upstream),
             "azure": AnthropicProvider(self.upstream),  # Foundry's Anthropic endpoint
             "bedrock": BedrockProvider(self.upstream),
             "vertex": VertexProvider(self.upstream),
+            "openai": openai,
+            "openai-compatible": openai,
             "mock": MockProvider(),
         }
         self.usage = UsageBuffer(
@@ -181,11 +186,13 @@ class Runtime:
         self.inflight_bytes = InflightBytes(settings.GATEWAY_MAX_INFLIGHT_BODY_BYTES)
         self.seed_budget = _ledger_spend
         self.pending_releases = PendingReleases(self.store)
+        self.health = health_gate.from_settings()
         self.failover_limits = Limits(
             attempts=settings.GATEWAY_MAX_ATTEMPTS, seconds=settings.GATEWAY_FAILOVER_SECONDS
         )
 
     async def close(self) -> None:
+        await self.health.close()
         await self.pending_releases.close()
         await self.usage.close()
         await self.upstream.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from governance import outbound
@@ -40,6 +41,21 @@ class Provider(TimestampedModel):
         # Admin, apply_config and the services all validate through here (full_clean).
         if self.base_url:
             outbound.check_field(self.base_url, "base_url")
+        self._check_kind_fields()
+
+    def _check_kind_fields(self) -> None:
+        """What each kind's adapter cannot do without: refused here, never at request time."""
+        if self.kind == self.Kind.OPENAI_COMPATIBLE and not self.base_url:
+            raise ValidationError(
+                {
+                    "base_url": "an OpenAI-compatible server needs its base URL, e.g. "
+                    "http://localhost:11434/v1"
+                }
+            )
+        if self.kind == self.Kind.BEDROCK and not (self.region or self.base_url):
+            raise ValidationError({"region": "Bedrock needs a region, e.g. us-east-1"})
+        if not isinstance(self.settings, dict):
+            raise ValidationError({"settings": "settings must be a mapping"})
 
 
 class ModelRoute(TimestampedModel):

@@ -401,3 +401,33 @@ def provider_form(*, base_url: str, name: str = "admin-made") -> dict[str, str]:
         "enabled": "on",
         "settings": "{}",
     }
+
+
+def test_every_provider_kind_has_an_adapter_in_the_gateway():
+    """A kind the admin and apply_config accept must be servable at request time."""
+    import asyncio
+
+    from proxy.runtime import Runtime
+
+    async def kinds() -> set[str]:
+        runtime = Runtime()
+        try:
+            return set(runtime.providers)
+        finally:
+            await runtime.close()
+
+    assert {kind.value for kind in Provider.Kind} <= asyncio.run(kinds())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "fields", "field"),
+    [("openai-compatible", {}, "base_url"), ("bedrock", {}, "region")],
+)
+def test_a_provider_missing_what_its_kind_needs_is_refused(kind, fields, field):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        Provider(name="p", kind=kind, **fields).full_clean()
+
+    assert field in refused.value.message_dict
