@@ -804,7 +804,10 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
             decision = policy.decide_model(parsed["model"])
             if not decision.allowed:
                 raise _model_refusal(decision.refusal)
-            order = usable_order(policy, decision.model, await _routes(runtime, decision.model))
+            order = _counting_order(
+                decision.model,
+                usable_order(policy, decision.model, await _routes(runtime, decision.model)),
+            )
             plan = await _admit_rates(runtime, policy, request.request_id)
         except (GatewayError, ClientGone, Exception) as failure:
             refusal = _as_refusal(failure, request.request_id)
@@ -833,6 +836,23 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
                 runtime.pending_releases.add(plan.counters)
             except Exception:
                 logger.exception("could not release a count_tokens slot; it expires on its own")
+
+
+# Provider kinds whose API counts tokens (OpenAI's has no such endpoint).
+COUNTING_KINDS = frozenset({"anthropic", "azure", "bedrock", "vertex", "mock"})
+
+
+def _counting_order(model: str, order: tuple[RouteTarget, ...]) -> tuple[RouteTarget, ...]:
+    counting = tuple(t for t in order if t.provider.kind in COUNTING_KINDS)
+    if not counting:
+        kinds = ", ".join(sorted({t.provider.kind for t in order}))
+        raise GatewayError(
+            404,
+            "not_found_error",
+            f'count_tokens is not available for model "{model}": its providers ({kinds}) '
+            "cannot count tokens.",
+        )
+    return counting
 
 
 async def _admit_rates(
