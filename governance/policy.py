@@ -138,6 +138,9 @@ class KeyPolicy:
     # The organization's choice for a routed model without a price: "refuse" or "fallback".
     unpriced_models: str = "refuse"
     unpriced_fallback_model: str = ""
+    # Claude-subscription traffic (OAuth sign-in + x-gateway-key): "refuse", "showback" or
+    # "budgeted" (proxy/subscription.py).
+    subscription_traffic: str = "refuse"
     budgets: tuple[BudgetRule, ...] = ()
     rate_limits: tuple[RateLimitRule, ...] = ()
     model_rules: tuple[ModelRule, ...] = ()  # most specific first: key, parent key, team

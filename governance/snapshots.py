@@ -59,6 +59,7 @@ def build_key_policy(lookup_hash: str) -> KeyPolicy | None:
         log_content=key.log_content,
         unpriced_models=org.unpriced_models,
         unpriced_fallback_model=org.unpriced_fallback_model,
+        subscription_traffic=org.subscription_traffic,
         budgets=_budget_rules(key, key_ids, team, project, org),
         rate_limits=_rate_limit_rules(key, key_ids, team),
         model_rules=_model_rules(key, key_ids, team),

@@ -81,14 +81,15 @@ def failover_order(targets: Sequence[RouteTarget]) -> list[RouteTarget]:
 
 
 def _client_error(
-    status: int, body: bytes, provider: str, request_id: str
+    status: int, body: bytes, provider: str, request_id: str, *, own_credentials: bool = False
 ) -> tuple[int, bytes, str]:
-    """An upstream error as the client should see it (Anthropic shape)."""
+    """An upstream error as the client should see it (Anthropic shape). With
+    `own_credentials` (a Claude subscription's token) a 401 / 403 is the client's own."""
     if 300 <= status < 400 or status < 200:
         # Redirects are never followed (the gateway's credentials would go along).
         message = f'The upstream provider "{provider}" answered HTTP {status} (not followed).'
         return 502, anthropic_error_body("api_error", message, request_id), "api_error"
-    if status in (401, 403):
+    if status in (401, 403) and not own_credentials:
         # The provider refused the gateway's credential: not the developer's key problem.
         message = f'The upstream provider "{provider}" rejected the gateway\'s credentials.'
         return 502, anthropic_error_body("api_error", message, request_id), "api_error"
@@ -323,7 +324,11 @@ async def relay(
             outcome.tally.feed_json(body)
         else:
             status, body, outcome.error_type = _client_error(
-                status, body, outcome.provider, request_id
+                status,
+                body,
+                outcome.provider,
+                request_id,
+                own_credentials=bool(call.subscription_token),
             )
             outcome.status = status
         if shape is not None:

@@ -25,7 +25,7 @@ from governance.keyhash import SECRET_PREFIX, hash_secret
 from governance.modelnames import canonical_model
 from governance.policy import KeyPolicy, RouteTarget
 from governance.pricing import Price, PriceBook, Usage
-from proxy import admission
+from proxy import admission, subscription
 from proxy.asgi import ClientGone, Incoming, Receive, Send, read_body, send_json
 from proxy.attribution import attribute
 from proxy.counters.base import (
@@ -70,9 +70,14 @@ def presented_secret(headers: dict[str, str]) -> str:
     a gateway key (Claude Code sends both when ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN are
     both set, and the API key may be a stale provider key).
     """
+    gateway_key = headers.get(subscription.GATEWAY_KEY_HEADER, "").strip()
+    if gateway_key:  # a Claude-subscription client names its virtual key here
+        return gateway_key
     api_key = headers.get("x-api-key", "").strip()
     authorization = headers.get("authorization", "")
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if bearer.startswith(subscription.OAUTH_TOKEN_PREFIX):
+        bearer = ""  # a Claude subscription's token is never a virtual key
     bearer_is_ours = bearer.startswith(SECRET_PREFIX) and not api_key.startswith(SECRET_PREFIX)
     if api_key and bearer and api_key != bearer and bearer_is_ours:
         return bearer
@@ -82,6 +87,8 @@ def presented_secret(headers: dict[str, str]) -> str:
 async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
     """The key's policy, from the headers alone: nothing of the body is read before this."""
     secret = presented_secret(request.headers)
+    if not secret and subscription.subscription_token(request.headers):
+        raise subscription.missing_gateway_key()
     if not secret:
         raise GatewayError(
             401,
@@ -297,6 +304,9 @@ class Admitted:
     downgraded_from: str = ""
     # Budget counters that hold this request's reservation, by counter key.
     reserved: dict[str, BudgetCharge] = field(default_factory=dict)
+    # False for Claude-subscription traffic the organization keeps outside its budgets.
+    budgeted: bool = True
+    subscription_token: str = field(default="", repr=False)
 
 
 def price_for_target(
@@ -331,14 +341,20 @@ async def admit_request(
     body_size: int,
     max_tokens: int,
     request_id: str,
+    subscription_token: str = "",
 ) -> Admitted:
     prices = await runtime.snapshots.price_book()
     downgraded_from = ""
     for _ in range(MAX_DOWNGRADES + 1):
         order = usable_order(policy, model, await _routes(runtime, model))
+        if subscription_token:
+            order = subscription.anthropic_only(model, order)
         admitted = Admitted(
             model, order, None, prices, admission.Estimate(0, 0), _now_utc(), body_size, max_tokens
         )
+        if subscription_token:
+            admitted.subscription_token = subscription_token
+            admitted.budgeted = subscription.counts_against_budgets(policy)
         exhausted = await _admit_first_target(runtime, policy, admitted, request_id)
         if exhausted is None:
             admitted.downgraded_from = downgraded_from
@@ -380,6 +396,7 @@ async def _admit_first_target(
             est=est,
             now=admitted.now,
             reservation_id=request_id,
+            budgets=admitted.budgeted,
         )
         try:
             result = await admission.admit(store=runtime.store, plan=plan, seed=runtime.seed_budget)
@@ -429,7 +446,7 @@ def _failover_admission(runtime: Runtime, policy: KeyPolicy, admitted: Admitted)
         price, refusal = price_for_target(admitted.prices, policy, target, admitted.now)
         if refusal is not None:
             return refusal
-        if admitted.plan is None:  # admission was bypassed (fail open): nothing to reserve
+        if admitted.plan is None or not admitted.budgeted:  # nothing to reserve
             return None
         full = admission.build_plan(
             policy=policy,
@@ -527,6 +544,10 @@ async def serve_messages(
         try:
             policy = await authenticate(runtime, request)
             _attribute_key(event, policy)
+            token = subscription.subscription_token(request.headers)
+            if token:
+                event["billing"] = "subscription"
+                subscription.check_allowed(policy)
             request.body, taken = await read_body(
                 receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
             )
@@ -543,6 +564,7 @@ async def serve_messages(
                 body_size=len(request.body),
                 max_tokens=int(parsed["max_tokens"]),
                 request_id=request.request_id,
+                subscription_token=token,
             )
         except (GatewayError, ClientGone, Exception) as failure:
             refusal = _as_refusal(failure, request.request_id)
@@ -587,6 +609,7 @@ async def _forward_messages(
         parsed=prepared.parsed,
         headers=forwardable_headers(request.headers),
         stream=event["stream"],
+        subscription_token=admitted.subscription_token,
     )
     outcome = RelayOutcome()
     # Deployments cooling down go last (all of them: still tried); one request probes each.
@@ -688,6 +711,10 @@ async def _finish(
         cost, estimated = request_cost(
             admitted.prices, policy, served=served, target=target, usage=usage, at=admitted.now
         )
+        if admitted.subscription_token:
+            # List price for showback; spend only if the organization budgets it.
+            event["list_cost_micros"] = cost
+            cost = cost if admitted.budgeted else 0
         if estimated and tokens:
             logger.warning(
                 "model %s has no price; request %s recorded at an estimated cost",
@@ -754,12 +781,16 @@ async def _settle(
     plan = admitted.plan
     if plan is None:
         return
-    _, served = admission.budget_charges(
-        policy=policy,
-        model=governed_model(target),
-        provider=target.provider.name,
-        est=admitted.est,
-        now=admitted.now,
+    _, served = (
+        admission.budget_charges(
+            policy=policy,
+            model=governed_model(target),
+            provider=target.provider.name,
+            est=admitted.est,
+            now=admitted.now,
+        )
+        if admitted.budgeted
+        else ((), ())
     )
     served_keys = {charge.key for charge in served}
     unused = tuple(c for key, c in admitted.reserved.items() if key not in served_keys)
@@ -808,6 +839,10 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
                 decision.model,
                 usable_order(policy, decision.model, await _routes(runtime, decision.model)),
             )
+            token = subscription.subscription_token(request.headers)
+            if token:
+                subscription.check_allowed(policy)
+                order = subscription.anthropic_only(decision.model, order)
             plan = await _admit_rates(runtime, policy, request.request_id)
         except (GatewayError, ClientGone, Exception) as failure:
             refusal = _as_refusal(failure, request.request_id)
@@ -904,6 +939,7 @@ async def _forward_count_tokens(
         parsed=parsed,
         headers=forwardable_headers(request.headers),
         stream=False,
+        subscription_token=subscription.subscription_token(request.headers),
     )
     outcome = RelayOutcome()
     try:

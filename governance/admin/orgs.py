@@ -45,7 +45,7 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
         "log_retention_days",
         "team_count",
     )
-    list_filter = ("admission_fail_mode", "unpriced_models")
+    list_filter = ("admission_fail_mode", "unpriced_models", "subscription_traffic")
     search_fields = ("name", "display_name")
     inlines = (TeamInline, ProjectInline, OrganizationBudgetInline)
 

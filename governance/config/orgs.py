@@ -22,6 +22,7 @@ def apply_organization(ctx: Context, spec: OrganizationSpec, path: Path) -> None
             "log_retention_days": spec.log_retention_days,
             "unpriced_models": spec.unpriced_models,
             "unpriced_fallback_model": spec.unpriced_fallback_model,
+            "subscription_traffic": spec.subscription_traffic,
         },
         kind="organization",
         label=spec.name,

@@ -204,6 +204,8 @@ class OrganizationSpec(Spec):
     # A routed model without a price: refuse it (default) or price it by a fallback.
     unpriced_models: Literal["refuse", "fallback"] = "refuse"
     unpriced_fallback_model: Annotated[str, StringConstraints(max_length=200)] = ""
+    # Claude Code signed in with a Claude subscription: refuse, showback or budgeted.
+    subscription_traffic: Literal["refuse", "showback", "budgeted"] = "refuse"
     budgets: list[BudgetSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     projects: list[ProjectSpec] = Field(default_factory=list)

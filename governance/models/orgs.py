@@ -31,6 +31,11 @@ class Organization(TimestampedModel):
         REFUSE = "refuse", "Refuse before forwarding (403 naming the missing price)"
         FALLBACK = "fallback", "Serve and price by a fallback model (ledger row marked estimated)"
 
+    class SubscriptionTraffic(models.TextChoices):
+        REFUSE = "refuse", "Refuse requests signed in with a Claude subscription"
+        SHOWBACK = "showback", "Serve them; record list price for showback, outside budgets"
+        BUDGETED = "budgeted", "Serve them; count their list price against budgets"
+
     log_retention_days = models.PositiveIntegerField(
         default=90, help_text="Days the raw request log is kept; rollups are kept for good."
     )
@@ -39,6 +44,15 @@ class Organization(TimestampedModel):
         choices=UnpricedModels.choices,
         default=UnpricedModels.REFUSE,
         help_text="What happens to a request for a routed model that has no price.",
+    )
+    subscription_traffic = models.CharField(
+        max_length=10,
+        choices=SubscriptionTraffic.choices,
+        default=SubscriptionTraffic.REFUSE,
+        help_text=(
+            "Claude Code signed in with a Claude Max / Team / Enterprise subscription, sending "
+            "its virtual key in x-gateway-key: the token goes to Anthropic untouched."
+        ),
     )
     unpriced_fallback_model = models.CharField(
         max_length=200,

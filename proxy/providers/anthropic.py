@@ -30,7 +30,9 @@ class AnthropicProvider:
         headers = dict(call.headers)
         headers["accept-encoding"] = "identity"
         credentials = provider.credentials
-        if credentials.get("api_key"):
+        if call.subscription_token and provider.kind == "anthropic":
+            headers["authorization"] = f"Bearer {call.subscription_token}"
+        elif credentials.get("api_key"):
             headers["x-api-key"] = credentials["api_key"]
         elif credentials.get("auth_token"):
             headers["authorization"] = f"Bearer {credentials['auth_token']}"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from governance.policy import RouteTarget
@@ -33,6 +33,8 @@ DROPPED_REQUEST_HEADERS = frozenset(
         "x-forwarded-prefix",
         "x-real-ip",
         "via",
+        # The virtual key of a Claude-subscription request (proxy/subscription.py).
+        "x-gateway-key",
     }
 )
 DROPPED_REQUEST_PREFIXES = ("x-forwarded-",)
@@ -46,6 +48,9 @@ class UpstreamCall:
     parsed: dict[str, Any]
     headers: dict[str, str]  # already stripped of DROPPED_REQUEST_HEADERS
     stream: bool
+    # A Claude subscription's OAuth token, sent to Anthropic instead of the provider's key
+    # (proxy/subscription.py); never to any other provider.
+    subscription_token: str = field(default="", repr=False)
 
 
 class UnsupportedProvider(Exception):

@@ -36,6 +36,15 @@ class UsageRecord(models.Model):
     cache_write_5m_tokens = models.BigIntegerField(default=0)
     cache_write_1h_tokens = models.BigIntegerField(default=0)
     cost_micros = models.BigIntegerField(default=0)
+    billing = models.CharField(
+        max_length=12,
+        blank=True,
+        help_text='"subscription": covered by the developer\'s Claude subscription; empty: API.',
+    )
+    list_cost_micros = models.BigIntegerField(
+        default=0,
+        help_text="Subscription requests: their list price (showback), whether or not it counts.",
+    )
     cost_estimated = models.BooleanField(
         default=False,
         help_text="Priced by the organization's fallback model: the served model had no price.",

@@ -55,6 +55,8 @@ class FakeAnthropic:
     default: Reply = field(default_factory=Reply)
     received: list[Received] = field(default_factory=list)
     replies: collections.deque[Reply] = field(default_factory=collections.deque)
+    # When set, only this Claude subscription token (with the OAuth beta) is accepted.
+    require_oauth: str | None = None
     cancelled: int = 0
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -90,6 +92,14 @@ class FakeAnthropic:
                 request.method, request.path, request.query_string, dict(request.headers), body
             )
         )
+        if self.require_oauth is not None and not self._oauth_ok(request):
+            return web.json_response(
+                {
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": "invalid bearer token"},
+                },
+                status=401,
+            )
         reply = self.replies.popleft() if self.replies else self.default
         payload = json.loads(body)
         model = reply.model or payload.get("model", "claude-sonnet-4-6")
@@ -124,6 +134,12 @@ class FakeAnthropic:
                 headers={"request-id": "req_fake_1"},
             )
         return await self._stream(request, reply, model)
+
+    def _oauth_ok(self, request: web.Request) -> bool:
+        betas = request.headers.get("anthropic-beta", "").split(",")
+        return request.headers.get(
+            "authorization"
+        ) == f"Bearer {self.require_oauth}" and "oauth-2025-04-20" in [b.strip() for b in betas]
 
     async def _truncated(
         self, request: web.Request, reply: Reply, model: str

@@ -258,6 +258,7 @@ def test_admin_save_is_audited_with_the_user_as_actor(admin_client, admin_user):
             "timezone": "Europe/Berlin",
             "admission_fail_mode": "closed",
             "unpriced_models": "refuse",
+            "subscription_traffic": "refuse",
             "log_retention_days": "30",
             "teams-TOTAL_FORMS": "1",
             "teams-INITIAL_FORMS": "0",
