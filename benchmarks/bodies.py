@@ -74,7 +74,9 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def claude_code_body(*, stream: bool, target: int = LARGE_TARGET_BYTES) -> bytes:
+def claude_code_body(
+    *, stream: bool, target: int = LARGE_TARGET_BYTES, model: str = MODEL
+) -> bytes:
     rng = random.Random(20261126)  # the same bytes on every run
     tools = [_tool(rng, name) for name in TOOL_NAMES]
     ephemeral = {"type": "ephemeral"}
@@ -85,7 +87,7 @@ def claude_code_body(*, stream: bool, target: int = LARGE_TARGET_BYTES) -> bytes
 
     def build(prompt: str) -> dict[str, Any]:
         return {
-            "model": MODEL,
+            "model": model,
             "messages": [
                 {
                     "role": "user",
@@ -139,10 +141,10 @@ def claude_code_body(*, stream: bool, target: int = LARGE_TARGET_BYTES) -> bytes
     return _encode(build(prompt))
 
 
-def small_body(*, stream: bool) -> bytes:
+def small_body(*, stream: bool, model: str = MODEL) -> bytes:
     return _encode(
         {
-            "model": MODEL,
+            "model": model,
             "max_tokens": 1024,
             "messages": [{"role": "user", "content": "say hello"}],
             "stream": stream,

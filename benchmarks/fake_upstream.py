@@ -6,6 +6,9 @@ JSON or, when the body asks for `"stream": true`, as an SSE stream in chunked en
 way Anthropic sends it). The upstream must cost next to nothing, so that "through the gateway
 minus direct" measures the gateway and not the fake.
 
+The protocol and server here are shared with the other fakes (fake_openai.py, fake_bedrock.py):
+each supplies a `Responder` that maps a request to precomputed response bytes.
+
 Run: python benchmarks/fake_upstream.py --port 8999 [--model claude-opus-5-5]
 """
 
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import signal
+from typing import Protocol
 
 MODEL = "claude-opus-5-5"
 # A Claude Code turn on a warm prompt cache: most of the prompt is read from the cache.
@@ -49,6 +53,11 @@ def _event(kind: str, data: dict[str, object]) -> bytes:
 
 def sse_events(model: str) -> list[bytes]:
     """The events of one streamed message, as Anthropic sends them (PROTOCOLS.md 1.4)."""
+    return [_event(str(event["type"]), event) for event in stream_events(model)]
+
+
+def stream_events(model: str, *, ping: bool = True) -> list[dict[str, object]]:
+    """The event objects of one streamed message, in order."""
     start_usage = {**USAGE, "output_tokens": 1}
     message: dict[str, object] = {
         "id": "msg_01BenchFakeUpstream000000",
@@ -62,46 +71,49 @@ def sse_events(model: str) -> list[bytes]:
     }
     words = TEXT.split(" ")
     deltas = [" ".join(words[i : i + 4]) + " " for i in range(0, len(words), 4)]
-    events = [
-        _event("message_start", {"type": "message_start", "message": message}),
-        _event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
-        _event("ping", {"type": "ping"}),
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     ]
+    if ping:
+        events.append({"type": "ping"})
     events += [
-        _event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}},
-        )
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}}
         for d in deltas
     ]
     events += [
-        _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _event(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": USAGE["output_tokens"]},
-            },
-        ),
-        _event("message_stop", {"type": "message_stop"}),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": USAGE["output_tokens"]},
+        },
+        {"type": "message_stop"},
     ]
     return events
 
 
-def _chunk(data: bytes) -> bytes:
+def chunk(data: bytes) -> bytes:
+    """One chunk of an HTTP/1.1 chunked body."""
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+LAST_CHUNK = b"0\r\n\r\n"
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+
+
+class Responder(Protocol):
+    def answer(self, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+        """The bytes to write at once and those to write one loop turn later (b"": none)."""
+        ...
+
+
+def streams(body: bytes) -> bool:
+    return b'"stream":true' in body or b'"stream": true' in body
+
+
 class Answers:
-    """Every response byte string, built once."""
+    """Every Anthropic response byte string, built once."""
 
     def __init__(self, model: str) -> None:
         body = json_body(model)
@@ -117,13 +129,19 @@ class Answers:
         )
         # The first event goes out with the headers; the rest one loop turn later, so the
         # client sees a first byte before the end of the stream, as with a real model.
-        self.sse_first = head + _chunk(events[0])
-        self.sse_rest = b"".join(_chunk(e) for e in events[1:]) + b"0\r\n\r\n"
-        self.not_found = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+        self.sse_first = head + chunk(events[0])
+        self.sse_rest = b"".join(chunk(e) for e in events[1:]) + LAST_CHUNK
+
+    def answer(self, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+        if not head.startswith(b"POST /v1/messages"):
+            return NOT_FOUND, b""
+        if streams(body):
+            return self.sse_first, self.sse_rest
+        return self.json, b""
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, answers: Answers) -> None:
+    def __init__(self, answers: Responder) -> None:
         self._answers = answers
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
@@ -160,21 +178,19 @@ class UpstreamProtocol(asyncio.Protocol):
     def _respond(self, head: bytes, body: bytes) -> None:
         transport = self._transport
         assert transport is not None
-        if not head.startswith(b"POST /v1/messages"):
-            transport.write(self._answers.not_found)
-        elif b'"stream":true' in body or b'"stream": true' in body:
-            transport.write(self._answers.sse_first)
-            asyncio.get_running_loop().call_soon(self._write_rest, transport)
-        else:
-            transport.write(self._answers.json)
+        first, rest = self._answers.answer(head, body)
+        transport.write(first)
+        if rest:
+            # The rest of a stream one loop turn later, so the client sees a first byte
+            # before the end of the stream, as with a real model.
+            asyncio.get_running_loop().call_soon(self._write_rest, transport, rest)
 
-    def _write_rest(self, transport: asyncio.Transport) -> None:
+    def _write_rest(self, transport: asyncio.Transport, rest: bytes) -> None:
         if not transport.is_closing():
-            transport.write(self._answers.sse_rest)
+            transport.write(rest)
 
 
-async def serve(host: str, port: int, model: str) -> None:
-    answers = Answers(model)
+async def serve(host: str, port: int, answers: Responder, name: str = "fake upstream") -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: UpstreamProtocol(answers), host, port, reuse_address=True, backlog=1024
@@ -182,18 +198,22 @@ async def serve(host: str, port: int, model: str) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"fake upstream listening on http://{host}:{port}", flush=True)
+    print(f"{name} listening on http://{host}:{port}", flush=True)
     async with server:
         await stop.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments(description: str | None, model: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8999)
-    parser.add_argument("--model", default=MODEL)
-    args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.model))
+    parser.add_argument("--model", default=model)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__, MODEL)
+    asyncio.run(serve(args.host, args.port, Answers(args.model)))
 
 
 if __name__ == "__main__":
