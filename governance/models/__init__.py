@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from governance.models.access import ApiToken, Membership, Role
 from governance.models.audit import AuditChainHead, AuditEvent, PolicyChange
 from governance.models.budgets import Budget
 from governance.models.keys import VirtualKey
@@ -12,12 +13,14 @@ from governance.models.providers import Deployment, ModelRoute, Provider
 from governance.models.tools import MCPServer, MCPToolGrant
 
 __all__ = [
+    "ApiToken",
     "AuditChainHead",
     "AuditEvent",
     "Budget",
     "Deployment",
     "MCPServer",
     "MCPToolGrant",
+    "Membership",
     "ModelPolicy",
     "ModelPrice",
     "ModelRoute",
@@ -26,6 +29,7 @@ __all__ = [
     "Project",
     "Provider",
     "RateLimit",
+    "Role",
     "Team",
     "VirtualKey",
 ]

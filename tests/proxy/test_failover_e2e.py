@@ -1,10 +1,10 @@
 """Failover across providers through a real gateway, driven by the real `anthropic` SDK.
 
-The primary (the Anthropic fake, a hung upstream or a closed port) fails before the first byte:
-the request is served by a secondary of another provider (the Bedrock or Vertex fake), the
-ledger row tells every attempt, the cost is the secondary's and so is the provider budget
-charged. A stream that breaks after its first bytes is not retried. A deployment that keeps
-failing cools down, is skipped, then probed back.
+The primary (the Anthropic fake, a hung upstream, a closed port, or the Bedrock, Vertex or
+OpenAI-compatible fake) fails before the first byte: the request is served by a secondary of
+another provider (the Bedrock or Vertex fake), the ledger row tells every attempt, the cost is
+the secondary's and so is the provider budget charged. A stream that breaks after its first
+bytes is not retried. A deployment that keeps failing cools down, is skipped, then probed back.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from tests import factories
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.anthropic_upstream import Reply as AnthropicReply
 from tests.fakes.bedrock_upstream import Reply as BedrockReply
+from tests.fakes.openai_upstream import Reply as OpenAIReply
 from tests.fakes.vertex_upstream import Reply as VertexReply
 from tests.proxy.conftest import GatewayServer, Governed, ledger_rows, start_gateway, wait_for
 from tests.proxy.provider_fakes import (
     BEDROCK_MODEL,
+    LLAMA,
     VERTEX_MODEL,
     Clouds,
     anthropic_provider,
@@ -40,6 +42,8 @@ from tests.proxy.provider_fakes import (
     breaker_state,
     closed_port_url,
     counter_of,
+    openai_provider,
+    price_llama,
     route,
     running_clouds,
     silent_listener,
@@ -102,18 +106,38 @@ def ask(gateway: GatewayServer, secret: str, *, stream: bool = False) -> str:
         return "".join(events.text_stream)
 
 
-def secondary(cloud: str, clouds: Clouds) -> tuple[Provider, str, str]:
-    """The secondary provider, its upstream model and its answer's text (with the usage of
-    SECONDARY_COST)."""
+def deployment_on(cloud: str, clouds: Clouds) -> tuple[Provider, str]:
+    """A provider of `cloud`'s fake and the upstream model it serves claude-sonnet-4-6 as."""
     if cloud == "bedrock":
-        clouds.bedrock.default = BEDROCK_SECONDARY
-        return bedrock_provider(clouds.bedrock), BEDROCK_MODEL, BEDROCK_SECONDARY.text
-    clouds.vertex.default = VERTEX_SECONDARY
-    return vertex_provider(clouds.vertex), VERTEX_MODEL, VERTEX_SECONDARY.text
+        return bedrock_provider(clouds.bedrock), BEDROCK_MODEL
+    if cloud == "vertex":
+        return vertex_provider(clouds.vertex), VERTEX_MODEL
+    price_llama()
+    return openai_provider(clouds.openai), LLAMA
 
 
-def secondary_calls(cloud: str, clouds: Clouds) -> int:
+def calls_to(cloud: str, clouds: Clouds) -> int:
+    if cloud == "openai":
+        return len(clouds.openai.chat_requests)
     return len(clouds.bedrock.received if cloud == "bedrock" else clouds.vertex.received)
+
+
+def set_reply(cloud: str, clouds: Clouds, reply: Any) -> None:
+    if cloud == "bedrock":
+        clouds.bedrock.default = reply
+    elif cloud == "vertex":
+        clouds.vertex.default = reply
+    else:
+        clouds.openai.default = reply
+
+
+def secondary(cloud: str, clouds: Clouds) -> tuple[Provider, str, str]:
+    """The secondary provider (Bedrock or Vertex), its upstream model and its answer's text
+    (with the usage of SECONDARY_COST)."""
+    reply = BEDROCK_SECONDARY if cloud == "bedrock" else VERTEX_SECONDARY
+    set_reply(cloud, clouds, reply)
+    provider, upstream_model = deployment_on(cloud, clouds)
+    return provider, upstream_model, reply.text
 
 
 def attempts_of(row: UsageRecord) -> list[tuple[str, str, int]]:
@@ -159,7 +183,7 @@ def test_a_failing_primary_is_served_by_another_providers_secondary(
 
         assert ask(gateway, governed.secret, stream=stream) == text
 
-    assert secondary_calls(cloud, clouds) == 1
+    assert calls_to(cloud, clouds) == 1
     assert len(fake_upstream.received) == (0 if failure in ("timeout", "refused") else 1)
     [row] = ledger_rows(1)
     assert (row.status, row.provider, row.stream) == (200, backup.name, stream)
@@ -175,6 +199,53 @@ def test_a_failing_primary_is_served_by_another_providers_secondary(
         assert json.loads(row.attempt_log)[0]["error"]
     wait_for(lambda: counter_of(gateway, secondary_budget.pk) == SECONDARY_COST)
     assert counter_of(gateway, primary_budget.pk) == 0
+
+
+STREAM_ERROR = "internalServerException"  # as Bedrock names exceptions in an event stream
+BEDROCK_UNAVAILABLE = BedrockReply(status=503, error_type="ServiceUnavailableException")
+
+
+@pytest.mark.parametrize(
+    "scenario",  # the primary's kind, its failure, the status it is logged with, the secondary
+    [
+        ("bedrock", BedrockReply(status=429), 429, "vertex"),  # ThrottlingException
+        ("bedrock", BedrockReply(exception_first=True), 429, "vertex"),  # in the event stream
+        ("bedrock", BEDROCK_UNAVAILABLE, 529, "vertex"),
+        ("vertex", VertexReply(status=429), 429, "bedrock"),  # RESOURCE_EXHAUSTED
+        ("vertex", VertexReply(status=503, google_status="UNAVAILABLE"), 529, "bedrock"),
+        ("openai", OpenAIReply(status=429, error_type="rate_limit_exceeded"), 429, "bedrock"),
+        ("openai", OpenAIReply(status=503), 529, "vertex"),
+        ("openai", OpenAIReply(stream_error_after=0), 500, "vertex"),  # an error chunk first
+    ],
+    ids=[
+        "bedrock-throttled",
+        "bedrock-stream-exception",
+        "bedrock-unavailable",
+        "vertex-exhausted",
+        "vertex-unavailable",
+        "openai-rate-limited",
+        "openai-unavailable",
+        "openai-error-chunk",
+    ],
+)
+def test_a_failing_primary_of_any_kind_is_served_by_another_kind(
+    gateway, governed: Governed, clouds, scenario
+):
+    cloud, failure, status, other = scenario
+    set_reply(cloud, clouds, failure)
+    primary, primary_model = deployment_on(cloud, clouds)
+    backup, upstream_model, text = secondary(other, clouds)
+    route(SONNET, (primary, primary_model), (backup, upstream_model))
+
+    assert ask(gateway, governed.secret, stream=True) == text
+
+    assert (calls_to(cloud, clouds), calls_to(other, clouds)) == (1, 1)
+    [row] = ledger_rows(1)
+    assert (row.status, row.provider, row.cost_micros) == (200, backup.name, SECONDARY_COST)
+    assert attempts_of(row) == [
+        (primary.name, primary_model, status),
+        (backup.name, upstream_model, 200),
+    ]
 
 
 # --- never mid-stream -----------------------------------------------------------------------
@@ -213,6 +284,42 @@ def test_a_stream_that_breaks_after_its_first_bytes_is_not_retried(
     # The partial usage: message_start's input, the output counted up to the break.
     assert (row.input_tokens, row.output_tokens) == (25, 1)
     assert row.cost_micros == (25 * 3_000_000 + 1 * 15_000_000 + 500_000) // 1_000_000
+
+
+@pytest.mark.parametrize(
+    "fault",  # the primary's kind and broken stream, the secondary
+    [
+        ("bedrock", BedrockReply(exception_after=1, error_type=STREAM_ERROR), "vertex"),
+        ("vertex", VertexReply(drop_after=1), "bedrock"),
+        ("openai", OpenAIReply(text="Hello there", drop_after=2), "bedrock"),
+    ],
+    ids=["bedrock-exception", "vertex-dropped", "openai-dropped"],
+)
+def test_a_broken_stream_of_any_provider_is_not_retried(gateway, governed: Governed, clouds, fault):
+    cloud, reply, other = fault
+    set_reply(cloud, clouds, reply)
+    primary, primary_model = deployment_on(cloud, clouds)
+    backup, upstream_model, _ = secondary(other, clouds)
+    route(SONNET, (primary, primary_model), (backup, upstream_model))
+    pieces: list[str] = []
+
+    with (
+        pytest.raises(anthropic.APIStatusError) as failed,
+        client(gateway, governed.secret).messages.stream(
+            model=SONNET, max_tokens=100, messages=PROMPT
+        ) as events,
+    ):
+        pieces.extend(events.text_stream)
+
+    assert len(pieces) == 1  # the first delta reached the client, then the error event
+    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert (calls_to(cloud, clouds), calls_to(other, clouds)) == (1, 0)
+    [row] = ledger_rows(1)
+    assert (row.provider, row.attempts, row.attempt_log) == (primary.name, 1, "")
+    assert (row.status, row.error_type) == (200, "api_error")
+    if cloud != "openai":  # an OpenAI stream tells its usage only in its last chunk
+        assert (row.input_tokens, row.output_tokens) == (25, 1)
+        assert row.cost_micros == (25 * 3_000_000 + 1 * 15_000_000 + 500_000) // 1_000_000
 
 
 # --- cooldown -------------------------------------------------------------------------------
