@@ -668,7 +668,9 @@ async def benchmark(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short cells (~40 s in all)")
+    parser.add_argument(
+        "--quick", action="store_true", help="short cells (~40 s for the anthropic cells)"
+    )
     parser.add_argument("--duration", type=float, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up traffic per provider")
     parser.add_argument(

@@ -125,9 +125,19 @@ def _bedrock_provider(run: str, base_url: str) -> str:
     return provider.name
 
 
+def _retire_earlier_runs() -> None:
+    """Disable the providers of earlier runs on this database. Their fakes are gone, and their
+    credentials were encrypted under the secret key that run generated: the gateway cannot
+    decrypt them, and would refuse to load the routing table (every request a 503)."""
+    for provider in Provider.objects.filter(name__startswith=BENCH_PREFIX, enabled=True):
+        provider.enabled = False
+        common.save_instance(provider, actor=ACTOR)
+
+
 def seed(
     upstream: str, secret_file: Path, openai_upstream: str = "", bedrock_upstream: str = ""
 ) -> dict[str, Any]:
+    _retire_earlier_runs()
     if not ModelPrice.objects.exists():
         prices.load_price_file(path=prices.DEFAULT_PRICE_FILE, actor=ACTOR)
     run = f"{BENCH_PREFIX}{int(time.time())}-{os.getpid()}"
