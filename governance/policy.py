@@ -109,6 +109,22 @@ class ModelRule:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolGrantRule:
+    """MCP tools of one server that one level of a key's chain grants (shell patterns).
+
+    Levels: "organization", "team", "project", "key" (the key and its parent key). A tool is
+    usable when some level grants its server, every level with a grant for that server allows
+    it, and no grant denies it: a key narrows its team, never widens it.
+    """
+
+    level: str
+    owner_name: str
+    server: str
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ModelDecision:
     model: str  # the model to serve, after tier overrides
     refusal: str = ""
@@ -144,6 +160,9 @@ class KeyPolicy:
     budgets: tuple[BudgetRule, ...] = ()
     rate_limits: tuple[RateLimitRule, ...] = ()
     model_rules: tuple[ModelRule, ...] = ()  # most specific first: key, parent key, team
+    tool_grants: tuple[ToolGrantRule, ...] = ()
+    # Code Mode for this key's MCP tools: "inherit" (each server's setting), "on" or "off".
+    mcp_code_mode: str = "inherit"
 
     def is_expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -177,6 +196,27 @@ class KeyPolicy:
     def budgets_for(self, *, model: str, provider: str = "") -> tuple[BudgetRule, ...]:
         return tuple(b for b in self.budgets if b.applies_to(model=model, provider=provider))
 
+    def tool_refusal(self, server: str, tool: str) -> str:
+        """Why this key may not use MCP tool `tool` of `server`, or "" if it may."""
+        grants = [g for g in self.tool_grants if g.server == server]
+        if not grants:
+            return f'no grant gives this key the tools of MCP server "{server}"'
+        for grant in grants:
+            if matches_any(tool, grant.denied):
+                return f'tool "{tool}" is denied by the {grant.level} "{grant.owner_name}" grant'
+        levels = {g.level for g in grants}
+        for level in levels:
+            if not any(matches_any(tool, g.allowed) for g in grants if g.level == level):
+                owner = next(g.owner_name for g in grants if g.level == level)
+                return f'tool "{tool}" is not granted by the {level} "{owner}" grant'
+        return ""
+
+    def tool_allowed(self, server: str, tool: str) -> bool:
+        return not self.tool_refusal(server, tool)
+
+    def granted_servers(self) -> frozenset[str]:
+        return frozenset(g.server for g in self.tool_grants)
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
@@ -186,6 +226,48 @@ class ProviderConfig:
     region: str
     settings: Mapping[str, object]
     credentials: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPrice:
+    """What one MCP tool call costs: per call, plus per started kilobyte of its result."""
+
+    per_call_micros: int = 0
+    per_kb_micros: int = 0
+
+    def cost_micros(self, result_bytes: int) -> int:
+        return self.per_call_micros + self.per_kb_micros * ((result_bytes + 1023) // 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class McpServerConfig:
+    """An upstream MCP server as the gateway's MCP data plane sees it."""
+
+    name: str
+    transport: str  # "http" (Streamable HTTP) or "stdio" (a process the gateway launches)
+    url: str = ""
+    command: tuple[str, ...] = ()  # stdio: the program and its arguments
+    env: Mapping[str, str] = field(default_factory=dict)  # stdio: non-secret variables
+    code_mode: bool = False
+    timeout_seconds: float = 60.0
+    price: ToolPrice = ToolPrice()
+    tool_prices: tuple[tuple[str, ToolPrice], ...] = ()  # (tool pattern, price), first match
+    # Secrets from the server's configuration, never from the client: HTTP headers
+    # ({"headers": {...}}) and stdio environment ({"env": {...}}).
+    credentials: Mapping[str, Mapping[str, str]] = field(repr=False, default_factory=dict)
+
+    def price_of(self, tool: str) -> ToolPrice:
+        for pattern, price in self.tool_prices:
+            if fnmatch.fnmatchcase(tool, pattern):
+                return price
+        return self.price
+
+
+@dataclass(frozen=True, slots=True)
+class McpCatalog:
+    """Every enabled MCP server by name (a snapshot, replaced when servers change)."""
+
+    servers: Mapping[str, McpServerConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -656,6 +656,22 @@ async def _forward_messages(
         )
 
 
+# Providers whose answers may come without usage (OpenAI-compatible servers that never send
+# the usage chunk, or a stream cut before it).
+USAGE_OPTIONAL_KINDS = frozenset({"openai", "openai-compatible"})
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+def _usage_unreported(outcome: RelayOutcome, target: RouteTarget, usage: Usage) -> bool:
+    return (
+        outcome.reached_upstream
+        and outcome.status == 200
+        and target.provider.kind in USAGE_OPTIONAL_KINDS
+        and usage.prompt_tokens == 0
+        and usage.output_tokens == 0
+    )
+
+
 def attempt_log(outcome: RelayOutcome) -> str:
     """The attempts as JSON for the ledger, when there is more to tell than the row says."""
     attempts = outcome.attempt_log
@@ -706,11 +722,17 @@ async def _finish(
     cost = tokens = 0
     try:
         usage = outcome.tally.usage()
+        unreported = _usage_unreported(outcome, target, usage)
+        if unreported:
+            # An OpenAI-compatible stream cut before its usage chunk: the provider bills the
+            # prompt all the same, so it is estimated from the body rather than recorded as 0.
+            usage = Usage(input_tokens=admitted.body_size // CHARS_PER_TOKEN_ESTIMATE)
         tokens = usage.prompt_tokens + usage.output_tokens
         served = outcome.tally.model or outcome.upstream_model or target.upstream_model
         cost, estimated = request_cost(
             admitted.prices, policy, served=served, target=target, usage=usage, at=admitted.now
         )
+        estimated = estimated or unreported
         if admitted.subscription_token:
             # List price for showback; spend only if the organization budgets it.
             event["list_cost_micros"] = cost

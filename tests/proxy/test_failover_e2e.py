@@ -317,9 +317,11 @@ def test_a_broken_stream_of_any_provider_is_not_retried(gateway, governed: Gover
     [row] = ledger_rows(1)
     assert (row.provider, row.attempts, row.attempt_log) == (primary.name, 1, "")
     assert (row.status, row.error_type) == (200, "api_error")
-    if cloud != "openai":  # an OpenAI stream tells its usage only in its last chunk
+    if cloud != "openai":
         assert (row.input_tokens, row.output_tokens) == (25, 1)
         assert row.cost_micros == (25 * 3_000_000 + 1 * 15_000_000 + 500_000) // 1_000_000
+    else:  # an OpenAI stream tells its usage only in its last chunk: the prompt is estimated
+        assert row.cost_estimated and row.input_tokens > 0 and row.cost_micros > 0
 
 
 # --- cooldown -------------------------------------------------------------------------------
