@@ -40,7 +40,7 @@ from spend_seed import KeyInfo, Tree
 
 from governance.pricing import Rates
 from governance.snapshots import build_price_book
-from proxy.handlers import new_request_id
+from proxy.records import new_request_id
 from telemetry.models import UsageRecord
 
 WINDOW = dt.timedelta(days=35)

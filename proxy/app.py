@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from proxy import handlers, openai_routes, runtime
+from proxy import handlers, openai_routes, records, runtime
 from proxy.asgi import ClientGone, Incoming, Message, Receive, Scope, Send, incoming, send_bytes
 from proxy.errors import GatewayError
 
@@ -57,7 +57,7 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
         # Claude Code's connectivity probe, sent without a key.
         await send_bytes(send, 200, b"" if request.method == "HEAD" else b'{"ok":true}')
         return
-    request.request_id = handlers.new_request_id()
+    request.request_id = records.new_request_id()
     handler = _route(request.method, request.path)
     responder = _Responder(send)
     try:

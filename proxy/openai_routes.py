@@ -18,8 +18,11 @@ from django.conf import settings
 
 from proxy import handlers, translate
 from proxy.asgi import Incoming, Receive, Send, send_json
+from proxy.auth import authenticate_recorded
 from proxy.errors import GatewayError
 from proxy.forwarding import StreamConverter
+from proxy.inbound import Prepared, check_messages_request
+from proxy.messages import serve_messages
 from proxy.runtime import Runtime
 
 # Response headers an OpenAI client gets as they are (Anthropic rate-limit headers are
@@ -69,7 +72,7 @@ class OpenAIShape:
         return kept
 
 
-def prepare_openai(body: bytes) -> handlers.Prepared:
+def prepare_openai(body: bytes) -> Prepared:
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -84,22 +87,22 @@ def prepare_openai(body: bytes) -> handlers.Prepared:
         )
     except translate.TranslationError as exc:
         raise GatewayError(exc.status, "invalid_request_error", str(exc)) from exc
-    parsed = handlers.check_messages_request(anthropic, need_max_tokens=True)
+    parsed = check_messages_request(anthropic, need_max_tokens=True)
     shape = OpenAIShape(model=parsed["model"], include_usage=translate.wants_usage(request))
-    return handlers.Prepared(parsed, orjson.dumps(parsed), shape)
+    return Prepared(parsed, orjson.dumps(parsed), shape)
 
 
 async def chat_completions(
     runtime: Runtime, request: Incoming, receive: Receive, send: Send
 ) -> None:
-    await handlers.serve_messages(
+    await serve_messages(
         runtime, request, receive, send, route="openai.chat", prepare=prepare_openai
     )
 
 
 async def list_models(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
     """The models this key may use, in the OpenAI list shape."""
-    policy = await handlers.authenticate_recorded(runtime, request, "openai.models")
+    policy = await authenticate_recorded(runtime, request, "openai.models")
     routing = await runtime.snapshots.routing()
     data: list[dict[str, Any]] = [
         {"id": name, "object": "model", "created": 0, "owned_by": "gateway"}

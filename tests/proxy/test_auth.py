@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from proxy.attribution import MAX_ID_LENGTH, attribute, session_from_metadata
-from proxy.handlers import presented_secret
+from proxy.auth import presented_secret
 from proxy.runtime import AuthFailureGuard
 
 GW_A = "sk-gw-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
