@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served locally (no CDN) at /api/docs/
+    "django_filters",  # the REST API's filters (and their form in the browsable API)
     "governance",
     "proxy",
     "telemetry",
@@ -187,6 +189,36 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- single sign-on (governance/identity/) ------------------------------------------------
+# OpenID Connect for the admin and the dashboards, on when GATEWAY_OIDC_ISSUER is set: the
+# provider's endpoints come from {issuer}/.well-known/openid-configuration, read at the first
+# sign-in. The password login stays, for break-glass superusers. The callback URL to register
+# at the provider is <gateway URL>/sso/callback/.
+GATEWAY_OIDC_ISSUER = env.str("GATEWAY_OIDC_ISSUER", default="")
+GATEWAY_OIDC_CLIENT_ID = env.str("GATEWAY_OIDC_CLIENT_ID", default="")
+GATEWAY_OIDC_CLIENT_SECRET = env.str("GATEWAY_OIDC_CLIENT_SECRET", default="")
+GATEWAY_OIDC_SCOPES = env.str("GATEWAY_OIDC_SCOPES", default="openid email profile groups")
+# The claim (of the ID token or the userinfo) that lists the user's groups; a dotted name
+# reads a nested one (Keycloak's realm_access.roles).
+GATEWAY_OIDC_GROUPS_CLAIM = env.str("GATEWAY_OIDC_GROUPS_CLAIM", default="groups")
+GATEWAY_OIDC_TIMEOUT_SECONDS = env.float("GATEWAY_OIDC_TIMEOUT_SECONDS", default=10.0)
+# Roles are read from the groups at sign-in: a single sign-on session ends after this long,
+# so a group removed at the provider takes effect within it.
+GATEWAY_OIDC_SESSION_SECONDS = env.int("GATEWAY_OIDC_SESSION_SECONDS", default=8 * 3600)
+SSO_BACKEND = "governance.identity.backend.GatewayOIDCBackend"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if GATEWAY_OIDC_ISSUER:
+    if not GATEWAY_OIDC_ISSUER.startswith(("https://", "http://")):
+        raise ImproperlyConfigured("GATEWAY_OIDC_ISSUER must be the provider's http(s) URL.")
+    if not (GATEWAY_OIDC_CLIENT_ID and GATEWAY_OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured(
+            "GATEWAY_OIDC_ISSUER is set: set GATEWAY_OIDC_CLIENT_ID and GATEWAY_OIDC_CLIENT_SECRET "
+            "too (the client registered at the identity provider)."
+        )
+    if "openid" not in GATEWAY_OIDC_SCOPES.split():
+        raise ImproperlyConfigured("GATEWAY_OIDC_SCOPES must include openid.")
+    AUTHENTICATION_BACKENDS.append(SSO_BACKEND)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -200,15 +232,36 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # by default, for deployments where a reverse proxy or CDN serves /static/.
 GATEWAY_SERVE_STATIC = env.bool("GATEWAY_SERVE_STATIC", default=False)
 
+# The REST API (governance/api/, README "REST API"): API tokens (Bearer) or a staff session,
+# and a gateway role for everything; cursor pagination; service errors as 400 / 409.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "governance.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["governance.api.permissions.HasGatewayRole"],
+    "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.GatewayCursorPagination",
+    "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Claude gateway API",
     "VERSION": "1",
-    # The schema maps the whole admin API: staff only, like the API itself.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "DESCRIPTION": (
+        "Governance objects for automation. Authenticate with `Authorization: Bearer <API "
+        "token>`; every call needs a gateway role. See the README's REST API section."
+    ),
+    # The schema maps the whole API: staff sessions and API tokens of users with a role.
+    "SERVE_PERMISSIONS": ["governance.api.permissions.CanReadSchema"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Choice sets sharing a field name ("kind") get names of their own in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "ProviderKindEnum": "governance.models.Provider.Kind",
+        "AlertChannelKindEnum": "telemetry.models.AlertChannel.Kind",
+        "AlertKindEnum": "telemetry.models.AlertEvent.Kind",
+    },
 }
 
 # How long a gateway process may serve a policy snapshot before re-checking the shared version.

@@ -37,18 +37,22 @@ from governance.models import (
     AuditEvent,
     Budget,
     Deployment,
+    IdpGroupRole,
     MCPServer,
     MCPToolGrant,
+    MCPToolPrice,
     Membership,
     ModelPolicy,
     ModelPrice,
     ModelRoute,
+    OIDCIdentity,
     Organization,
     Project,
     Provider,
     RateLimit,
     Role,
     Team,
+    TeamIdpGroup,
     VirtualKey,
 )
 
@@ -66,6 +70,9 @@ class Rule:
     off either a team or a key); None marks a model every organization shares, which only
     roles held everywhere may change. `team_paths` / `team_change_paths` let team leads see /
     change rows of their teams. `everywhere_only` roles count only when held everywhere.
+    `through` (column, model) is for rows that keep another model's id in a plain column
+    (telemetry's tables hold ids, not foreign keys): they are seen and changed as the row that
+    id names is, by the roles `view` / `change` list (none listed: nobody).
     """
 
     view: frozenset[Role]
@@ -74,6 +81,7 @@ class Rule:
     team_paths: tuple[str, ...] = ()
     team_change_paths: tuple[str, ...] = ()
     everywhere_only: frozenset[Role] = frozenset()
+    through: tuple[str, type[models.Model]] | None = None
 
 
 RULES: dict[type[models.Model], Rule] = {}
@@ -81,6 +89,11 @@ RULES: dict[type[models.Model], Rule] = {}
 
 def register(model: type[models.Model], rule: Rule) -> None:
     RULES[model] = rule
+
+
+def has_rule(model: type[models.Model]) -> bool:
+    """Whether roles govern `model` (models without a rule, e.g. Django's own, are not)."""
+    return any(klass in RULES for klass in model.__mro__)
 
 
 _KEY_OR_TEAM_ORG = ("team__organization_id", "virtual_key__organization_id")
@@ -112,9 +125,19 @@ register(
         team_change_paths=("virtual_key__team_id",),  # the team's own ceiling is not theirs
     ),
 )
-for _limit in (RateLimit, ModelPolicy, MCPToolGrant):
+for _limit in (RateLimit, ModelPolicy):
     register(_limit, Rule(ALL_ROLES, ADMIN, _KEY_OR_TEAM_ORG, team_paths=_KEY_OR_TEAM_TEAM))
-for _shared in (Provider, ModelRoute, Deployment, MCPServer):
+# An MCP grant belongs to an organization, a team, a project or a key (exactly one).
+register(
+    MCPToolGrant,
+    Rule(
+        ALL_ROLES,
+        ADMIN,
+        ("organization_id", "project__organization_id", *_KEY_OR_TEAM_ORG),
+        team_paths=_KEY_OR_TEAM_TEAM,
+    ),
+)
+for _shared in (Provider, ModelRoute, Deployment, MCPServer, MCPToolPrice):
     register(_shared, Rule(ALL_ROLES, ADMIN, None))
 register(ModelPrice, Rule(ALL_ROLES, frozenset({Role.PLATFORM_ADMIN, Role.FINANCE}), None))
 register(
@@ -130,6 +153,13 @@ for _people in (Membership, Group, get_user_model()):
     register(_people, Rule(ADMIN, ADMIN, None, everywhere_only=ADMIN))
 # API tokens: each user manages their own; admins everywhere manage everyone's (Access.condition).
 register(ApiToken, Rule(ADMIN, ADMIN, None, everywhere_only=ADMIN))
+# Single sign-on: which IdP groups grant roles and teams, and who signed in as whom.
+register(
+    IdpGroupRole,
+    Rule(frozenset({Role.PLATFORM_ADMIN, Role.AUDITOR}), ADMIN, ("organization_id",)),
+)
+register(TeamIdpGroup, Rule(ALL_ROLES, ADMIN, ("team__organization_id",), team_paths=("team_id",)))
+register(OIDCIdentity, Rule(ADMIN, ADMIN, None, everywhere_only=ADMIN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +264,8 @@ class Access:
             return Q(user_id__in=frozenset({self.user_id})) if self.user_id is not None else Q()
         rule = _rule(model)
         roles = rule.view if action == "view" else rule.change
+        if rule.through is not None:
+            return self._through(rule.through, action) if roles else Q()
         team_paths = rule.team_paths if action == "view" else rule.team_change_paths
         condition = Q()
         allowed = False
@@ -255,6 +287,20 @@ class Access:
             condition |= _any_in(rule.org_paths, scope.organizations)
             allowed = True
         return condition if allowed else Q()
+
+    def _through(self, through: tuple[str, type[models.Model]], action: Action) -> Q | None:
+        column, model = through
+        condition = self.condition(model, action)
+        if not condition:
+            return condition  # None (every row) or Q() (none)
+        ids = model._default_manager.filter(condition).values_list("pk", flat=True)
+        return Q(**{f"{column}__in": ids})
+
+    def allows(self, model: type[models.Model], action: Action) -> bool:
+        """Whether the user may `action` at least some rows of `model`: what the admin shows
+        in its index, and whether it offers to add one."""
+        condition = self.condition(model, action)
+        return condition is None or bool(condition)
 
     def can(self, action: Action, obj: models.Model) -> bool:
         """Object-level check on one row, saved or not (a row about to be created is checked

@@ -12,7 +12,9 @@ from django.db import models
 
 from governance.models import (
     Budget,
+    MCPServer,
     MCPToolGrant,
+    MCPToolPrice,
     ModelPolicy,
     ModelPrice,
     Organization,
@@ -22,7 +24,7 @@ from governance.models import (
     VirtualKey,
 )
 from governance.money import MoneyError, micros_to_usd, usd_to_micros
-from governance.services import providers
+from governance.services import mcp, providers
 from governance.services.prices import RATE_FIELDS
 
 if TYPE_CHECKING:
@@ -216,11 +218,24 @@ class ModelPolicyForm(ModelForm[ModelPolicy]):
 
 
 class MCPToolGrantForm(ModelForm[MCPToolGrant]):
-    tool_patterns = PatternListField(label="Tools", required=True, help_text="e.g. search_*, get_*")
+    tool_patterns = PatternListField(
+        label="Allowed tools", help_text="e.g. search_*, get_*; blank allows no tool at all."
+    )
+    denied_patterns = PatternListField(
+        label="Denied tools", help_text="A deny match always wins, e.g. delete_*."
+    )
 
     class Meta:
         model = MCPToolGrant
-        fields = ("server", "team", "virtual_key", "tool_patterns")
+        fields = (
+            "server",
+            "organization",
+            "team",
+            "project",
+            "virtual_key",
+            "tool_patterns",
+            "denied_patterns",
+        )
 
 
 # --- prices ----------------------------------------------------------------------------------
@@ -348,6 +363,133 @@ class ProviderForm(ModelForm[Provider]):
 
     def credentials_to_forget(self) -> list[str]:
         return list(self.cleaned_data.get("forget_credentials") or [])
+
+
+# --- MCP servers -----------------------------------------------------------------------------
+
+
+def _secret_lines(text: str, separator: str) -> dict[str, str]:
+    """`Name: value` (or `NAME=value`) lines as a mapping; raises for a line without one."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, found, value = line.partition(separator)
+        if not found or not name.strip():
+            # The line itself is never echoed: it holds a secret.
+            raise ValidationError(f"line {number}: write NAME{separator} value")
+        values[name.strip()] = value.strip()
+    return values
+
+
+class MCPServerForm(UsdFieldsForm):
+    """Settings plus write-only credentials: headers (HTTP) and secret variables (stdio)."""
+
+    usd_fields = {
+        "price_per_call_usd": "price_per_call_micros",
+        "price_per_kb_usd": "price_per_kb_micros",
+    }
+
+    price_per_call_usd = usd_field("Price per call (USD)", help_text="e.g. 0.001")
+    price_per_kb_usd = usd_field(
+        "Price per started KB of result (USD)", help_text="1 KB = 1024 bytes, e.g. 0.0001"
+    )
+    new_headers = forms.CharField(
+        label="Set headers",
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="HTTP: one `Name: value` a line, e.g. Authorization: Bearer …. "
+        "Write-only: never shown; replaces a stored header of the same name.",
+    )
+    new_secret_env = forms.CharField(
+        label="Set secret variables",
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="stdio: one `NAME=value` a line. Write-only: never shown.",
+    )
+    forget_credentials = forms.MultipleChoiceField(
+        label="Forget credentials",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Remove these stored headers and variables.",
+    )
+
+    class Meta:
+        model = MCPServer
+        fields = (
+            "name",
+            "transport",
+            "url",
+            "command",
+            "args",
+            "env",
+            "timeout_seconds",
+            "code_mode",
+            "enabled",
+        )
+        formfield_callback = https_urls
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            stored = mcp.credential_names(self.instance) if self.instance.pk else []
+        except ImproperlyConfigured:  # undecryptable: the page still opens and says so
+            stored = []
+        forget = self.fields["forget_credentials"]
+        assert isinstance(forget, forms.MultipleChoiceField)
+        forget.choices = [(name, mcp.credential_label(name)) for name in stored]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        try:
+            self._updates = mcp.checked_credentials(
+                headers=_secret_lines(cleaned.get("new_headers") or "", ":"),
+                env=_secret_lines(cleaned.get("new_secret_env") or "", "="),
+            )
+        except ValidationError as exc:
+            self._updates = {}
+            for message in exc.messages:
+                self.add_error(None, message)
+        # self.instance still holds the stored destination here (its fields are set later).
+        if self.instance.pk is not None and not self.errors:
+            stored = MCPServer.objects.filter(pk=self.instance.pk).first()
+            if stored is not None:
+                self._check_destination(stored, cleaned)
+        return cleaned
+
+    def _check_destination(self, stored: MCPServer, cleaned: dict[str, Any]) -> None:
+        moved = MCPServer(
+            transport=cleaned.get("transport") or stored.transport,
+            url=cleaned.get("url") or "",
+            command=cleaned.get("command") or "",
+            args=cleaned.get("args") or [],
+        )
+        try:
+            mcp.check_destination_change(
+                stored,
+                destination=moved.destination,
+                entered=self.credential_updates(),
+                forgotten=self.credentials_to_forget(),
+            )
+        except ValidationError as exc:
+            self.add_error(None, exc)
+
+    def credential_updates(self) -> dict[str, str]:
+        return dict(getattr(self, "_updates", {}))
+
+    def credentials_to_forget(self) -> list[str]:
+        return list(self.cleaned_data.get("forget_credentials") or [])
+
+
+class MCPToolPriceForm(UsdFieldsForm):
+    usd_fields = {"per_call_usd": "per_call_micros", "per_kb_usd": "per_kb_micros"}
+
+    per_call_usd = usd_field("Per call (USD)")
+    per_kb_usd = usd_field("Per started KB (USD)")
+
+    class Meta:
+        model = MCPToolPrice
+        fields = ("tool_pattern", "position")
 
 
 # --- virtual keys ----------------------------------------------------------------------------

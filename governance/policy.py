@@ -18,7 +18,7 @@ import datetime as dt
 import fnmatch
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -122,6 +122,9 @@ class ToolGrantRule:
     server: str
     allowed: tuple[str, ...] = ()
     denied: tuple[str, ...] = ()
+    # Tells apart two owners at one level: a sub-key and its parent are both "key", and each
+    # must allow the tool.
+    owner_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,17 +200,23 @@ class KeyPolicy:
         return tuple(b for b in self.budgets if b.applies_to(model=model, provider=provider))
 
     def tool_refusal(self, server: str, tool: str) -> str:
-        """Why this key may not use MCP tool `tool` of `server`, or "" if it may."""
+        """Why this key may not use MCP tool `tool` of `server`, or "" if it may.
+
+        Every owner with a grant for the server must allow the tool (a sub-key and its parent
+        key are two owners at level "key"), and no grant may deny it. The refusal names the
+        most specific grant that refuses (grants come most specific first).
+        """
         grants = [g for g in self.tool_grants if g.server == server]
         if not grants:
             return f'no grant gives this key the tools of MCP server "{server}"'
         for grant in grants:
             if matches_any(tool, grant.denied):
                 return f'tool "{tool}" is denied by the {grant.level} "{grant.owner_name}" grant'
-        levels = {g.level for g in grants}
-        for level in levels:
-            if not any(matches_any(tool, g.allowed) for g in grants if g.level == level):
-                owner = next(g.owner_name for g in grants if g.level == level)
+        owners: dict[tuple[str, int, str], list[ToolGrantRule]] = {}
+        for grant in grants:
+            owners.setdefault((grant.level, grant.owner_id, grant.owner_name), []).append(grant)
+        for (level, _, owner), rules in owners.items():
+            if not any(matches_any(tool, rule.allowed) for rule in rules):
                 return f'tool "{tool}" is not granted by the {level} "{owner}" grant'
         return ""
 
@@ -216,6 +225,16 @@ class KeyPolicy:
 
     def granted_servers(self) -> frozenset[str]:
         return frozenset(g.server for g in self.tool_grants)
+
+    def allowed_tools(self, server: str, tools: Iterable[str]) -> list[str]:
+        """The names among `tools` (a server's tool list) this key may list and call."""
+        return [tool for tool in tools if self.tool_allowed(server, tool)]
+
+    def uses_code_mode(self, server: McpServerConfig) -> bool:
+        """Whether `server`'s tools reach this key as Code Mode meta-tools."""
+        if self.mcp_code_mode == "inherit":
+            return server.code_mode
+        return self.mcp_code_mode == "on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +395,39 @@ def load_price_book() -> PriceBook:
     from governance import snapshots
 
     return snapshots.build_price_book()
+
+
+def load_mcp_catalog() -> McpCatalog:
+    from governance import snapshots
+
+    return snapshots.build_mcp_catalog()
+
+
+# --- the tool lists the MCP data plane has seen (for the admin's preview) --------------------
+
+MCP_TOOLS_CACHE_KEY = "mcp:tools:"
+MCP_TOOLS_TTL_SECONDS = 24 * 3600
+MAX_REMEMBERED_TOOLS = 1000
+
+
+def _tool_names(tools: Iterable[str]) -> list[str]:
+    return sorted({str(name) for name in tools})[:MAX_REMEMBERED_TOOLS]
+
+
+def remember_mcp_tools(server: str, tools: Iterable[str]) -> None:
+    """Remember the tool names an upstream server listed, in the shared cache (sync)."""
+    cache.set(MCP_TOOLS_CACHE_KEY + server, _tool_names(tools), MCP_TOOLS_TTL_SECONDS)
+
+
+async def aremember_mcp_tools(server: str, tools: Iterable[str]) -> None:
+    """remember_mcp_tools for the event loop."""
+    await cache.aset(MCP_TOOLS_CACHE_KEY + server, _tool_names(tools), MCP_TOOLS_TTL_SECONDS)
+
+
+def known_mcp_tools(server: str) -> tuple[str, ...] | None:
+    """The tool names the data plane last saw `server` list (None: not known here)."""
+    names = cache.get(MCP_TOOLS_CACHE_KEY + server)
+    return tuple(str(name) for name in names) if isinstance(names, list) else None
 
 
 def detached(loader: Callable[..., T]) -> Callable[..., T]:

@@ -11,6 +11,8 @@ from django.utils import timezone
 from governance.models import (
     Budget,
     Deployment,
+    MCPServer,
+    MCPToolGrant,
     ModelPolicy,
     ModelPrice,
     Provider,
@@ -91,3 +93,26 @@ def enabled_providers() -> QuerySet[Provider]:
 
 def all_prices() -> QuerySet[ModelPrice]:
     return ModelPrice.objects.all()
+
+
+def tool_grants_for_chain(
+    *, key_ids: Iterable[int], team_id: int | None, project_id: int | None, organization_id: int
+) -> QuerySet[MCPToolGrant]:
+    """MCP grants of a key's chain on enabled servers: the key and its parent, its team and
+    project, its organization."""
+    owners = Q(virtual_key_id__in=list(key_ids)) | Q(organization_id=organization_id)
+    if team_id is not None:
+        owners |= Q(team_id=team_id)
+    if project_id is not None:
+        owners |= Q(project_id=project_id)
+    return (
+        MCPToolGrant.objects.filter(owners, server__enabled=True)
+        .select_related(
+            "server", "organization", "team", "project", "virtual_key", "virtual_key__parent"
+        )
+        .order_by("id")
+    )
+
+
+def enabled_mcp_servers() -> QuerySet[MCPServer]:
+    return MCPServer.objects.filter(enabled=True).prefetch_related("tool_prices").order_by("name")

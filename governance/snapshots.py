@@ -5,20 +5,27 @@ from __future__ import annotations
 from governance import crypto, selectors
 from governance.models import (
     Budget,
+    MCPServer,
+    MCPToolGrant,
     ModelPolicy,
     Organization,
     Provider,
     RateLimit,
     VirtualKey,
 )
+from governance.models.tools import grouped_credentials
 from governance.policy import (
     BudgetRule,
     KeyPolicy,
+    McpCatalog,
+    McpServerConfig,
     ModelRule,
     ProviderConfig,
     RateLimitRule,
     RouteTarget,
     RoutingTable,
+    ToolGrantRule,
+    ToolPrice,
 )
 from governance.pricing import Price, PriceBook, Rates
 
@@ -63,6 +70,8 @@ def build_key_policy(lookup_hash: str) -> KeyPolicy | None:
         budgets=_budget_rules(key, key_ids, team, project, org),
         rate_limits=_rate_limit_rules(key, key_ids, team),
         model_rules=_model_rules(key, key_ids, team),
+        tool_grants=_tool_grants(key, key_ids, team, project, org),
+        mcp_code_mode=_mcp_code_mode(key, parent),
     )
 
 
@@ -145,6 +154,72 @@ def _model_rule(policy: ModelPolicy) -> ModelRule:
         allowed=tuple(policy.allowed_patterns),
         denied=tuple(policy.denied_patterns),
         overrides=tuple((str(k), str(v)) for k, v in policy.overrides.items()),
+    )
+
+
+def _tool_grants(
+    key: VirtualKey,
+    key_ids: list[int],
+    team: object | None,
+    project: object | None,
+    org: Organization,
+) -> tuple[ToolGrantRule, ...]:
+    grants = selectors.tool_grants_for_chain(
+        key_ids=key_ids,
+        team_id=getattr(team, "pk", None),
+        project_id=getattr(project, "pk", None),
+        organization_id=org.pk,
+    )
+    rules = [_tool_grant_rule(grant) for grant in grants]
+    # Most specific first (key, parent key, team, project, organization): a refusal names the
+    # grant closest to the key.
+    rules.sort(key=lambda r: (SCOPE_ORDER[r.level], r.owner_id != key.pk, r.server))
+    return tuple(rules)
+
+
+def _tool_grant_rule(grant: MCPToolGrant) -> ToolGrantRule:
+    owner = grant.owner
+    assert owner is not None  # guaranteed by the single-owner constraint
+    return ToolGrantRule(
+        level=grant.level,
+        owner_name=str(owner) if grant.virtual_key_id is not None else owner.name,
+        server=grant.server.name,
+        allowed=tuple(grant.tool_patterns),
+        denied=tuple(grant.denied_patterns),
+        owner_id=owner.pk,
+    )
+
+
+def _mcp_code_mode(key: VirtualKey, parent: VirtualKey | None) -> str:
+    """The key's own choice; a sub-key left at "inherit" takes its parent's."""
+    inherit = VirtualKey.McpCodeMode.INHERIT
+    if key.mcp_code_mode == inherit and parent is not None:
+        return str(parent.mcp_code_mode)
+    return str(key.mcp_code_mode)
+
+
+def build_mcp_catalog() -> McpCatalog:
+    servers = {
+        server.name: _mcp_server_config(server) for server in selectors.enabled_mcp_servers()
+    }
+    return McpCatalog(servers=servers)
+
+
+def _mcp_server_config(server: MCPServer) -> McpServerConfig:
+    return McpServerConfig(
+        name=server.name,
+        transport=server.transport,
+        url=server.url,
+        command=server.destination if server.transport == MCPServer.Transport.STDIO else (),
+        env=dict(server.env),
+        code_mode=server.code_mode,
+        timeout_seconds=float(server.timeout_seconds),
+        price=ToolPrice(server.price_per_call_micros, server.price_per_kb_micros),
+        tool_prices=tuple(
+            (price.tool_pattern, ToolPrice(price.per_call_micros, price.per_kb_micros))
+            for price in sorted(server.tool_prices.all(), key=lambda p: (p.position, p.pk))
+        ),
+        credentials=grouped_credentials(crypto.decrypt_credentials(server.credentials_encrypted)),
     )
 
 

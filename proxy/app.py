@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from proxy import handlers, openai_routes, records, runtime
 from proxy.asgi import ClientGone, Incoming, Message, Receive, Scope, Send, incoming, send_bytes
 from proxy.errors import GatewayError
+from proxy.mcp import endpoint as mcp_endpoint
 
 logger = logging.getLogger("gateway.proxy")
 Handler = Callable[[runtime.Runtime, Incoming, Receive, Send], Awaitable[None]]
-PREFIXES = ("/anthropic", "/openai")
+PREFIXES = ("/anthropic", "/openai", mcp_endpoint.PATH)
 
 ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/anthropic/v1/messages"): handlers.messages,
@@ -61,6 +62,9 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
     handler = _route(request.method, request.path)
     responder = _Responder(send)
     try:
+        if mcp_endpoint.handles(request.path):  # JSON-RPC, answered through the MCP SDK
+            await mcp_endpoint.serve(rt, scope, request, receive, responder)
+            return
         if handler is None:
             raise GatewayError(
                 404,

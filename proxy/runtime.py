@@ -22,6 +22,7 @@ from proxy.counters.memory import MemoryCounterStore
 from proxy.counters.redis import RedisCounterStore
 from proxy.forwarding import Limits
 from proxy.health import gate as health_gate
+from proxy.mcp.gateway import McpGateway
 from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider
 from proxy.providers.bedrock import BedrockProvider
@@ -190,8 +191,10 @@ class Runtime:
         self.failover_limits = Limits(
             attempts=settings.GATEWAY_MAX_ATTEMPTS, seconds=settings.GATEWAY_FAILOVER_SECONDS
         )
+        self.mcp = McpGateway(self)  # /mcp: proxy/mcp/
 
     async def close(self) -> None:
+        await self.mcp.close()  # first: the usage events of its last tool calls are then flushed
         await self.health.close()
         await self.pending_releases.close()
         await self.usage.close()

@@ -7,9 +7,9 @@ Every snapshot also has a maximum age (GATEWAY_SNAPSHOT_MAX_AGE_SECONDS): past i
 reloaded even if the version did not move. A bump can be lost for a while (Redis down when a
 change commits, until the outbox job publishes it) and the version may be unreadable (Redis
 down here), so the age bounds how long a revoked key can stay live. When a reload fails
-(database down) the previous routing table and price book stay in use, since stale routes and
-prices beat refusing everything; an expired key policy never does: revocation must win, so
-the request fails with SnapshotUnavailable (a 503).
+(database down) the previous routing table, price book and MCP catalog stay in use, since stale
+routes and prices beat refusing everything; an expired key policy never does: revocation must
+win, so the request fails with SnapshotUnavailable (a 503).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from governance import policy
-from governance.policy import KeyPolicy, RoutingTable
+from governance.policy import KeyPolicy, McpCatalog, RoutingTable
 from governance.pricing import PriceBook
 from proxy.errors import GatewayError
 
@@ -63,6 +63,7 @@ class Snapshots:
         key_loader: Callable[[str], KeyPolicy | None] = policy.load_policy,
         routing_loader: Callable[[], RoutingTable] = policy.load_routing,
         price_loader: Callable[[], PriceBook] = policy.load_price_book,
+        mcp_loader: Callable[[], McpCatalog] = policy.load_mcp_catalog,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._version_reader = version_reader
@@ -75,6 +76,7 @@ class Snapshots:
         self._key_loader = policy.detached(key_loader)
         self._routing_loader = policy.detached(routing_loader)
         self._price_loader = policy.detached(price_loader)
+        self._mcp_loader = policy.detached(mcp_loader)
         self._clock = clock
         self._keys: dict[str, tuple[KeyPolicy | None, float]] = {}  # hash -> (policy, loaded at)
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
@@ -82,6 +84,8 @@ class Snapshots:
         self._routing_at = EXPIRED
         self._prices: PriceBook | None = None
         self._prices_at = EXPIRED
+        self._mcp: McpCatalog | None = None
+        self._mcp_at = EXPIRED
         self._version: int | None = None
         # Moves with the version: a load begun before a change is not kept after it.
         self._generation = 0
@@ -111,7 +115,7 @@ class Snapshots:
             self._keys.clear()
             self._loading.clear()  # later requests must not join a load begun before
             # Kept, expired, as the fallback for a reload that fails.
-            self._routing_at = self._prices_at = EXPIRED
+            self._routing_at = self._prices_at = self._mcp_at = EXPIRED
 
     def cached_key(self, lookup_hash: str) -> KeyPolicy | None:
         """The cached snapshot, whatever its age, without loading (None when absent)."""
@@ -163,6 +167,17 @@ class Snapshots:
             book, self._prices_at = await self._reload("price book", self._price_loader, prices)
             self._prices = prices = book
         return prices
+
+    async def mcp_catalog(self) -> McpCatalog:
+        """The enabled MCP servers; like the routing table, a stale catalog beats none."""
+        now = self._clock()
+        if now - self._checked_at >= self._check_seconds:
+            await self._check_version(now)
+        catalog = self._mcp
+        if catalog is None or now - self._mcp_at >= self._max_age:
+            fresh, self._mcp_at = await self._reload("MCP catalog", self._mcp_loader, catalog)
+            self._mcp = catalog = fresh
+        return catalog
 
     async def _reload(
         self, what: str, load: Callable[[], T], previous: T | None

@@ -21,11 +21,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.html import format_html
 
-from governance.admin.base import ModelAdminBase, actor_for
+from governance.admin.base import RoleModelAdmin, ServiceModelAdmin, actor_for
+from governance.admin.permissions import visible
 from governance.forms import ModelForm
 from governance.models import Organization
 from governance.money import format_usd
-from telemetry import alerts, channels, dead_letters, ledger, provider_health, spool
+from telemetry import access, alerts, channels, dead_letters, ledger, provider_health, spool
 from telemetry.dashboards.admin_columns import percent_bar
 from telemetry.models import AlertChannel, AlertEvent, BudgetPeriodRecord
 
@@ -83,7 +84,7 @@ class AlertChannelForm(ModelForm[AlertChannel]):
 
 
 @admin.register(AlertChannel)
-class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
+class AlertChannelAdmin(ServiceModelAdmin[AlertChannel]):
     form = AlertChannelForm
     fields = ("organization", "name", "kind", "target", "stored_url", "enabled")
     readonly_fields = ("stored_url",)
@@ -94,6 +95,20 @@ class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AlertChannel]:
         return _with_organization_name(super().get_queryset(request))
+
+    def get_form(
+        self,
+        request: HttpRequest,
+        obj: AlertChannel | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        # The organization is a plain id column: its menu is narrowed here, not by the base.
+        if "organization" in form.base_fields:
+            field = form.base_fields["organization"]
+            field.queryset = visible(request, Organization.objects.all())
+        return form
 
     @admin.display(description="organization")
     def organization_name(self, obj: AlertChannel) -> str:
@@ -133,7 +148,7 @@ class AlertChannelAdmin(ModelAdminBase[AlertChannel]):
 
 
 @admin.register(AlertEvent)
-class AlertEventAdmin(ModelAdminBase[AlertEvent]):
+class AlertEventAdmin(RoleModelAdmin[AlertEvent]):
     list_display = (
         "created_at",
         "kind",
@@ -236,7 +251,7 @@ def _pretty_json(value: Any) -> str:
 
 
 @admin.register(BudgetPeriodRecord)
-class BudgetPeriodRecordAdmin(ModelAdminBase[BudgetPeriodRecord]):
+class BudgetPeriodRecordAdmin(RoleModelAdmin[BudgetPeriodRecord]):
     list_display = (
         "budget_column",
         "period_label",
@@ -282,12 +297,16 @@ DEAD_LETTERS_TEMPLATE = "admin/telemetry/dead_letters.html"
 
 
 def dead_letters_view(request: HttpRequest) -> HttpResponse:
-    """GET lists the dead letters; POST retries or discards the chosen ones."""
-    if not request.user.has_perm("telemetry.view_usagerecord"):
+    """GET lists the dead letters; POST retries or discards the chosen ones.
+
+    Dead letters are events of any organization: read by those who read every organization's
+    usage, retried or discarded by platform admins of every organization."""
+    if not access.reads_all_usage(request.user):
         raise PermissionDenied
     spool_dir = Path(settings.GATEWAY_SPOOL_DIR)
+    can_change = access.handles_dead_letters(request.user)
     if request.method == "POST":
-        if not request.user.has_perm("telemetry.change_usagerecord"):
+        if not can_change:
             raise PermissionDenied
         _apply_dead_letter_action(request, spool_dir)
         return redirect("admin:telemetry_dead_letters")
@@ -296,7 +315,7 @@ def dead_letters_view(request: HttpRequest) -> HttpResponse:
         "title": "Usage dead letters",
         "listing": dead_letters.list_dead_letters(spool_dir),
         "backlog": spool.backlog(spool_dir),
-        "can_change": request.user.has_perm("telemetry.change_usagerecord"),
+        "can_change": can_change,
     }
     return TemplateResponse(request, DEAD_LETTERS_TEMPLATE, context)
 

@@ -17,3 +17,13 @@ class TelemetryConfig(AppConfig):
 
         add_budget_use_columns()
         add_list_column(Provider, ProviderHealthColumn())
+
+        # Roles (governance.access) for the ledger, rollups, alerts and period records.
+        from telemetry.access import register_rules
+
+        register_rules()
+
+        # Alert channels and alerts in the REST API, on governance's /api/v1/ router.
+        from telemetry.api.alerts import register_routes
+
+        register_routes()

@@ -12,6 +12,9 @@ Series (counters end in `_total` on the wire). L = organization, team, key, mode
   upstream attempt on); gateway_overhead_seconds (no labels; see below)
 - gauges gateway_budget_spent_usd / _limit_usd / _remaining_usd
   {budget, organization, scope, owner, period, models}
+- MCP tool calls (T = organization, team, key, server, tool): gateway_mcp_tool_calls_total{T,
+  status, error_type} (status 200 with error_type tool_error: the tool reported a failure),
+  gateway_mcp_tool_cost_usd_total{T}, gateway_mcp_tool_duration_seconds{server, tool}
 - gauges gateway_usage_spooled_events / gateway_usage_dead_letter_events (no labels): usage
   events waiting on this host's disk (UsageBacklogCollector)
 - per deployment {provider, model} (model: the upstream model; proxy/health/, the failover
@@ -47,7 +50,9 @@ that spent most over the last 7 days (read from the rollups in a background thre
 GATEWAY_METRICS_TOP_KEYS_REFRESH_SECONDS); every other key is reported as `other`. A key once
 named stays named, so a key's counts never move between series; a process names at most 2N keys.
 `model` and `error_type` are capped the same way (first 100 values, then `other`), because a
-refused request carries whatever model name the client sent. Key-scoped budgets are exported for
+refused request carries whatever model name the client sent. `tool` is capped at 500 names per
+process (per server and tool); a tool call refused as unknown is labelled `unknown`, never with
+the name the client guessed. Key-scoped budgets are exported for
 the N most spent only; organization, team and project budgets are always exported.
 """
 
@@ -82,6 +87,7 @@ logger = logging.getLogger("gateway.metrics")
 
 OTHER = "other"
 MAX_LABEL_VALUES = 100
+MAX_TOOL_LABEL_VALUES = 500
 TOP_KEYS_WINDOW = dt.timedelta(days=7)
 REQUEST_LABELS = ("organization", "team", "key", "model", "provider")
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
@@ -132,6 +138,27 @@ OVERHEAD = Histogram(
     "gateway_overhead_seconds",
     "Arrival to the first upstream attempt (the gateway's own time).",
     buckets=OVERHEAD_BUCKETS,
+    registry=REGISTRY,
+)
+# MCP tool calls (observe.tool_call_finished).
+TOOL_LABELS = ("organization", "team", "key", "server", "tool")
+TOOL_CALLS = Counter(
+    "gateway_mcp_tool_calls",
+    "MCP tool calls by server, tool, status and error type.",
+    [*TOOL_LABELS, "status", "error_type"],
+    registry=REGISTRY,
+)
+TOOL_COST = Counter(
+    "gateway_mcp_tool_cost_usd",
+    "MCP tool call cost in US dollars.",
+    TOOL_LABELS,
+    registry=REGISTRY,
+)
+TOOL_DURATION = Histogram(
+    "gateway_mcp_tool_duration_seconds",
+    "One MCP tool call, arrival to result.",
+    ["server", "tool"],
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 # Per deployment: provider name and upstream model (proxy/health/).
@@ -252,6 +279,10 @@ def top_key_ids(limit: int, now: dt.datetime | None = None) -> list[int]:
 KEYS = KeyGuard(top_key_ids)
 MODELS = LabelGuard()
 ERROR_TYPES = LabelGuard()
+# Tool names come from the servers an admin registered (3 servers of 50 tools is 150 names);
+# a name a client guessed never reaches a label (UNKNOWN_TOOL).
+TOOLS = LabelGuard(MAX_TOOL_LABEL_VALUES)
+UNKNOWN_TOOL = "unknown"
 
 
 # --- recording (hot path: no I/O) ------------------------------------------------------------
@@ -305,6 +336,26 @@ def record_request(
     if attempts > 1:
         _child(FAILOVERS, (names.organization, names.team, model, provider)).inc(attempts - 1)
     _record_timing(event, (provider, model), total=total, overhead=overhead)
+
+
+def record_tool_call(event: Mapping[str, Any], names: Names, *, total: float) -> None:
+    """Add one finished MCP tool call (its usage event) to the metrics. `total` in seconds."""
+    server = str(event.get("tool_server") or "")
+    tool = str(event.get("tool_name") or "")
+    if not server:  # refused as unknown: the name is whatever the client sent
+        tool = UNKNOWN_TOOL
+    elif TOOLS(f"{server}/{tool}") == OTHER:  # capped per server and tool
+        tool = OTHER
+    key = KEYS.label(event.get("key_id"), names.key)
+    cell = (names.organization, names.team, key, server, tool)
+    status = str(int(event.get("status") or 0))
+    error_type = ERROR_TYPES(str(event.get("error_type") or ""))
+    _child(TOOL_CALLS, (*cell, status, error_type)).inc()
+    cost_micros = event.get("cost_micros")
+    if cost_micros:
+        _child(TOOL_COST, cell).inc(cost_micros / 1_000_000)
+    if server:
+        _child(TOOL_DURATION, (server, tool)).observe(total)
 
 
 def record_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:
@@ -518,8 +569,9 @@ def scrape_registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics (Prometheus text format): the names and spend of every team and key, so
-    not for everyone. It takes `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` or a staff
-    login; without a token configured it is open only with DEBUG on."""
+    not for everyone. It takes `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` or the login of
+    a user who reads every organization's usage (a role held everywhere, or superuser);
+    without a token configured it is open only with DEBUG on."""
     refusal = _metrics_refusal(request)
     if refusal is not None:
         return refusal
@@ -532,7 +584,11 @@ def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
         return None
     user = getattr(request, "user", None)
     if user is not None and user.is_active and user.is_staff:
-        return None
+        # Staff is any role now (a membership makes it); the figures are every organization's.
+        from telemetry.access import reads_all_usage
+
+        if reads_all_usage(user):
+            return None
     if token:
         refusal = _plain("metrics need a bearer token\n", 401)
         refusal["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -1,4 +1,5 @@
-"""The one call the proxy makes when a request finishes: Prometheus and OpenTelemetry.
+"""The one call the proxy makes when a request (or an MCP tool call) finishes: Prometheus and
+OpenTelemetry.
 
 Cheap and safe on the hot path: no network, no database, never raises. Prometheus samples are
 in-memory (or memory-mapped files in multiprocess mode); the span goes to a batch processor
@@ -51,8 +52,7 @@ def _observe(
     targets: Sequence[RouteTarget],
 ) -> None:
     total = time.perf_counter() - started
-    key = f"{policy.parent_name}/{policy.key_name}" if policy.parent_name else policy.key_name
-    names = metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
+    names = _names(policy)
     overhead = None if forwarded_at is None else forwarded_at - started
     metrics.record_request(event, names, total=total, overhead=overhead)
     if forwarded_at is None:
@@ -68,6 +68,31 @@ def _observe(
         provider_kind=target.provider.kind if target is not None else "",
         base_url=target.provider.base_url if target is not None else "",
     )
+
+
+def tool_call_finished(event: Mapping[str, Any], policy: KeyPolicy, *, started: float) -> None:
+    """Record a finished MCP tool call (its usage event, route "mcp.tool"): Prometheus, and an
+    OTel span for a call that named a known server. `started` is time.perf_counter() at the
+    call's arrival."""
+    try:
+        total = time.perf_counter() - started
+        names = _names(policy)
+        metrics.record_tool_call(event, names, total=total)
+        if event.get("tool_server"):
+            otel.record_tool_span(
+                event,
+                duration=total,
+                organization=names.organization,
+                team=names.team,
+                key=names.key,
+            )
+    except Exception:
+        _log_failure()
+
+
+def _names(policy: KeyPolicy) -> metrics.Names:
+    key = f"{policy.parent_name}/{policy.key_name}" if policy.parent_name else policy.key_name
+    return metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
 
 
 def upstream_attempt(deployment: str, *, status: int, ok: bool) -> None:

@@ -31,6 +31,7 @@ from governance.models import Deployment, Provider
 from proxy.health.base import DeploymentStatus, HealthStoreUnavailable, State, deployment_id
 from proxy.health.memory import live_stores
 from proxy.health.redis import read_statuses, redis_prefix
+from telemetry import access
 
 logger = logging.getLogger("gateway.metrics")
 
@@ -155,7 +156,7 @@ def health_rows(statuses: Sequence[DeploymentStatus], now: float) -> list[Health
 def provider_health_view(request: HttpRequest) -> HttpResponse:
     """GET: each deployment's breaker (ok / cooling down / probing), recent errors, last error,
     last success and p50 latency; `?provider=<name>` keeps one provider's."""
-    if not request.user.has_perm("governance.view_provider"):
+    if not access.sees_provider_health(request.user):
         raise PermissionDenied
     now = time.time()
     unavailable = False

@@ -1,4 +1,4 @@
-"""Dashboards for staff: the request log and spend. Included at the site root."""
+"""Dashboards for users with a role: the request log and spend. Included at the site root."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from governance.admin.base import ModelAdminBase
+from governance.admin.base import RoleModelAdmin
 from governance.models import AuditEvent
 
 
@@ -32,7 +32,7 @@ def _short(value: Any) -> str:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ModelAdminBase[AuditEvent]):
+class AuditEventAdmin(RoleModelAdmin[AuditEvent]):
     list_display = ("created_at", "actor", "verb", "subject_type", "subject_repr", "short_note")
     list_filter = ("verb", "subject_type", "actor")
     search_fields = ("subject_repr", "subject_id", "actor", "note")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
@@ -13,7 +13,10 @@ from django.forms import BaseForm, BaseModelFormSet
 from django.http import HttpRequest, HttpResponse
 
 from governance.actors import Actor
-from governance.services import common
+from governance.admin import permissions
+from governance.admin.permissions import RoleAdminMixin, RoleInlineMixin
+from governance.models import Budget
+from governance.services import budgets, common
 
 if TYPE_CHECKING:
     ModelAdminBase = admin.ModelAdmin
@@ -29,10 +32,11 @@ else:
     class ModelAdminBase(_Subscriptable, admin.ModelAdmin):
         pass
 
-    class TabularInlineBase(_Subscriptable, admin.TabularInline):
+    # Inlines answer to the gateway's roles (governance.admin.permissions).
+    class TabularInlineBase(_Subscriptable, RoleInlineMixin, admin.TabularInline):
         pass
 
-    class StackedInlineBase(_Subscriptable, admin.StackedInline):
+    class StackedInlineBase(_Subscriptable, RoleInlineMixin, admin.StackedInline):
         pass
 
 
@@ -93,14 +97,29 @@ def actor_for(request: HttpRequest) -> Actor:
     return Actor.of_user(request.user)
 
 
-def save_formset(formset: BaseModelFormSet[Any, Any], *, actor: Actor) -> None:
-    """Save an inline formset row by row through the services (deletions first)."""
+def save_formset(
+    formset: BaseModelFormSet[Any, Any], *, actor: Actor, request: HttpRequest | None = None
+) -> None:
+    """Save an inline formset row by row through the services (deletions first). With the
+    request, each row is first checked against the user's roles, as the page's own row is."""
     instances = formset.save(commit=False)
+    if request is not None:
+        for obj in [*formset.deleted_objects, *instances]:
+            permissions.check_changeable(request, obj)
     for obj in formset.deleted_objects:
         common.delete_instance(obj, actor=actor)
     for obj in instances:
-        common.save_instance(obj, actor=actor)
+        if isinstance(obj, Budget):
+            save_budget(request, obj, actor=actor)
+        else:
+            common.save_instance(obj, actor=actor)
     formset.save_m2m()
+
+
+def save_budget(request: HttpRequest | None, budget: Budget, *, actor: Actor) -> None:
+    """A budget through its service: a team lead's key budget stays within the team's."""
+    lead = request is not None and permissions.as_team_lead(request, budget)
+    budgets.save_budget(actor=actor, budget=budget, within_team_ceiling=lead)
 
 
 def add_validation_error(form: BaseForm, error: ValidationError) -> None:
@@ -128,7 +147,15 @@ def _with_error(form_class: type[F], error: ValidationError) -> type[F]:
     return subclass
 
 
-class ServiceModelAdmin(ModelAdminBase[M], Generic[M]):
+class RoleModelAdmin(RoleAdminMixin, ModelAdminBase[M], Generic[M]):
+    """A ModelAdmin that answers to the gateway's roles (governance.admin.permissions), for
+    the admins that write nothing (the audit log, alert history) or write in their own way."""
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet[M]:
+        return cast("models.QuerySet[M]", super().get_queryset(request))
+
+
+class ServiceModelAdmin(RoleModelAdmin[M], Generic[M]):
     """A ModelAdmin whose writes are audited service calls, never Model.save().
 
     Forms validate with the model's own full_clean, so most mistakes are plain form errors. A
@@ -160,6 +187,10 @@ class ServiceModelAdmin(ModelAdminBase[M], Generic[M]):
             for column in list_columns(model) if model is not None else ():
                 if column.name == name:
                     return column.cell
+            # A page the user may only read shows its dollar fields through these.
+            cell = permissions.money_display(type(self).form, name)
+            if cell is not None:
+                return cell
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def save_model(self, request: HttpRequest, obj: M, form: Any, change: Any) -> None:
@@ -175,7 +206,7 @@ class ServiceModelAdmin(ModelAdminBase[M], Generic[M]):
                 common.delete_instance(obj, actor=actor)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: Any) -> None:
-        save_formset(formset, actor=actor_for(request))
+        save_formset(formset, actor=actor_for(request), request=request)
 
     def changeform_view(
         self,

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from governance.admin.base import ServiceModelAdmin, TabularInlineBase
+from governance.admin.base import ServiceModelAdmin, TabularInlineBase, actor_for, save_budget
 from governance.forms import BudgetForm, ParentAwareInlineFormSet
 from governance.models import Budget
 from governance.money import format_usd
@@ -116,6 +116,9 @@ class BudgetAdmin(ServiceModelAdmin[Budget]):
         ("Limit", {"fields": ("amount_usd", "period", "model_patterns", "provider_names")}),
         ("When it runs out", {"fields": ("on_exhaust", "downgrade_model", "alert_thresholds")}),
     )
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: Any) -> None:
+        save_budget(request, obj, actor=actor_for(request))
 
     @admin.display(description="scope")
     def scope(self, obj: Budget) -> str:

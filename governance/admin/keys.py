@@ -21,7 +21,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
+from governance.admin import tools
 from governance.admin.base import ServiceModelAdmin, TabularInlineBase, actor_for
 from governance.admin.budgets import KeyBudgetInline
 from governance.admin.limits import ModelPolicyInline, RateLimitInline
@@ -180,6 +182,7 @@ class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
         return [
             (None, {"fields": ("name", "owner", "expires_at", "log_content")}),
             ("Placement", {"fields": (*PLACEMENT_FIELDS, "add_sub_key")}),
+            ("MCP tools", {"fields": ("mcp_code_mode", "mcp_tools")}),
             (
                 "Secret",
                 {
@@ -195,7 +198,14 @@ class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
         if obj is None:
             return ()
         # A key's place in the hierarchy is fixed: its budgets and sub-keys depend on it.
-        return (*PLACEMENT_FIELDS, "add_sub_key", *SECRET_FIELDS, "created_at", "updated_at")
+        return (
+            *PLACEMENT_FIELDS,
+            "add_sub_key",
+            "mcp_tools",
+            *SECRET_FIELDS,
+            "created_at",
+            "updated_at",
+        )
 
     def get_form(
         self,
@@ -228,6 +238,10 @@ class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
     def old_secret_valid_until(self, obj: VirtualKey) -> dt.datetime | None:
         return obj.previous_valid_until
 
+    @admin.display(description="MCP tools this key can see")
+    def mcp_tools(self, obj: VirtualKey) -> SafeString:
+        return tools.key_tools_preview(obj)
+
     @admin.display(description="sub-keys")
     def add_sub_key(self, obj: VirtualKey) -> str:
         if obj.parent_id is not None:
@@ -241,6 +255,13 @@ class VirtualKeyAdmin(ServiceModelAdmin[VirtualKey]):
         )
 
     # --- issuing ---------------------------------------------------------------------------
+
+    def access_subject(self, request: HttpRequest, obj: VirtualKey) -> VirtualKey:
+        # A sub-key takes its parent's team and project (keys.create_key): a team lead may add
+        # one under a key of their team without naming the team.
+        if obj.pk is None and obj.parent is not None:
+            obj.team, obj.project = obj.parent.team, obj.parent.project
+        return obj
 
     def save_model(self, request: HttpRequest, obj: VirtualKey, form: Any, change: Any) -> None:
         if change:

@@ -14,6 +14,7 @@ from governance.admin.budgets import (
     ProjectBudgetInline,
     TeamBudgetInline,
 )
+from governance.admin.identity import IdpGroupRoleInline, TeamIdpGroupInline
 from governance.admin.keys import ProjectKeyInline, TeamKeyInline
 from governance.admin.limits import ModelPolicyInline, RateLimitInline
 from governance.models import Organization, Project, Team
@@ -47,7 +48,7 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
     )
     list_filter = ("admission_fail_mode", "unpriced_models", "subscription_traffic")
     search_fields = ("name", "display_name")
-    inlines = (TeamInline, ProjectInline, OrganizationBudgetInline)
+    inlines = (TeamInline, ProjectInline, OrganizationBudgetInline, IdpGroupRoleInline)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # An aggregate drops Meta.ordering (GROUP BY); autocomplete pages need an order.
@@ -86,8 +87,14 @@ class TeamAdmin(ServiceModelAdmin[Team]):
     def get_inlines(self, request: HttpRequest, obj: Team | None) -> list[type[Any]]:
         if obj is None:
             # A rate limit or model policy needs the saved team as its owner.
-            return [TeamBudgetInline]
-        return [TeamKeyInline, TeamBudgetInline, RateLimitInline, ModelPolicyInline]
+            return [TeamBudgetInline, TeamIdpGroupInline]
+        return [
+            TeamKeyInline,
+            TeamBudgetInline,
+            RateLimitInline,
+            ModelPolicyInline,
+            TeamIdpGroupInline,
+        ]
 
     @admin.display(description="keys", ordering="key_total")
     def key_count(self, obj: Team) -> int:

@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.http import HttpRequest, HttpResponse
 
 from governance.admin.base import actor_for
+from governance.admin.permissions import RoleAdminMixin
 from governance.services import users
 
 if TYPE_CHECKING:
@@ -41,13 +42,13 @@ class ActingAdminMixin:
         return response
 
 
-class AuditedUserAdmin(ActingAdminMixin, UserAdminBase):
+class AuditedUserAdmin(RoleAdminMixin, ActingAdminMixin, UserAdminBase):
     def user_change_password(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         with users.acting_as(actor_for(request)):
             return super().user_change_password(request, *args, **kwargs)
 
 
-class AuditedGroupAdmin(ActingAdminMixin, GroupAdminBase):
+class AuditedGroupAdmin(RoleAdminMixin, ActingAdminMixin, GroupAdminBase):
     pass
 
 

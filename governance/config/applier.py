@@ -1,9 +1,10 @@
 """Reconcile the database with a config file, all or nothing, in one transaction.
 
 What the file lists is created or brought up to date; collections owned by a listed object
-(budgets, deployments, rate limit, model policy, MCP grants) are made exactly what the file
-says. Top-level objects the file does not mention (organizations, teams, projects, keys,
-providers, models, MCP servers) are left alone: removing them from the file deletes nothing.
+(budgets, deployments, rate limit, model policy, MCP tool prices and grants) are made exactly
+what the file says. Top-level objects the file does not mention (organizations, teams,
+projects, keys, providers, models, MCP servers) are left alone: removing them from the file
+deletes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from governance.config.changes import CREATE, DELETE, UPDATE
 from governance.config.context import Context
 from governance.config.loader import Document
 from governance.config.schema import ConfigFile
-from governance.models import AuditEvent, ModelRoute, Provider
+from governance.models import AuditEvent, MCPServer, ModelRoute, Provider
 from governance.services import audit
 
 
@@ -93,6 +94,8 @@ def _reconcile(ctx: Context, config: ConfigFile) -> None:
     for index, server in enumerate(config.mcp_servers):
         catalog.apply_mcp_server(ctx, server, ("mcp_servers", index))
     ctx.known_providers = set(Provider.objects.values_list("name", flat=True))
+    # Budgets name an MCP server's tool calls as the provider "mcp:<server>".
+    ctx.known_providers |= {f"mcp:{n}" for n in MCPServer.objects.values_list("name", flat=True)}
     ctx.known_models = set(ModelRoute.objects.values_list("public_name", flat=True))
     for index, org in enumerate(config.organizations):
         orgs.apply_organization(ctx, org, ("organizations", index))

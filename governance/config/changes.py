@@ -21,6 +21,10 @@ FILE_NAMES = {
     "allowed_patterns": "allow",
     "denied_patterns": "deny",
     "tool_patterns": "tools",
+    "price_per_call_micros": "per_call",
+    "price_per_kb_micros": "per_kb",
+    "per_call_micros": "per_call",
+    "per_kb_micros": "per_kb",
     "upstream_model": "model",
     "virtual_key": "key",
 }
@@ -73,7 +77,7 @@ def describe_diff(diffs: list[tuple[str, Any, Any]]) -> str:
 
 
 def show(name: str, value: Any) -> str:
-    if name == "amount_micros" and isinstance(value, int):
+    if name.endswith("_micros") and isinstance(value, int):
         text = format_usd(value)
     elif value is None or isinstance(value, bool):
         text = {None: "none", True: "true", False: "false"}[value]

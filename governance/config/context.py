@@ -14,7 +14,7 @@ from django.db import models
 from governance.actors import Actor
 from governance.config.changes import ChangeLog, describe_diff
 from governance.config.errors import ConfigError, Issue, LineMap, Path
-from governance.models import Team, VirtualKey
+from governance.models import Organization, Project, Team, VirtualKey
 from governance.services import common
 
 M = TypeVar("M", bound=models.Model)
@@ -30,6 +30,11 @@ FILE_FIELDS = {
     "denied_patterns": "deny",
     "overrides": "overrides",
     "tool_patterns": "tools",
+    "price_per_call_micros": "per_call_usd",
+    "price_per_kb_micros": "per_kb_usd",
+    "per_call_micros": "per_call_usd",
+    "per_kb_micros": "per_kb_usd",
+    "tool_pattern": "tool",
     "upstream_model": "model",
     "public_name": "name",
 }
@@ -43,7 +48,9 @@ class Context:
     log: ChangeLog = field(default_factory=ChangeLog)
     new_secrets: list[tuple[str, str]] = field(default_factory=list)
     # Owners whose MCP grants the file describes completely.
+    declared_organizations: list[Organization] = field(default_factory=list)
     declared_teams: list[Team] = field(default_factory=list)
+    declared_projects: list[Project] = field(default_factory=list)
     declared_keys: list[VirtualKey] = field(default_factory=list)
     # Names budgets and model rules may refer to, filled once providers and routes are applied.
     known_providers: set[str] = field(default_factory=set)

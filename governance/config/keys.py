@@ -8,6 +8,7 @@ from governance.config.context import Context
 from governance.config.errors import Path
 from governance.config.schema import KeySpec, SubKeySpec
 from governance.models import Organization, Project, Team, VirtualKey
+from governance.services import common
 from governance.services import keys as key_service
 
 
@@ -93,6 +94,10 @@ def _create(
             log_content=spec.log_content,
             secret=imported or None,
         )
+    if spec.mcp_code_mode != issued.key.mcp_code_mode:
+        issued.key.mcp_code_mode = spec.mcp_code_mode
+        with ctx.pointing_at(path):
+            common.save_instance(issued.key, actor=ctx.actor)
     if imported:
         detail = "secret imported from the file"
     elif ctx.dry_run:
@@ -123,6 +128,7 @@ def _update(
             "log_content": spec.log_content,
             "team": team,
             "project": project,
+            "mcp_code_mode": spec.mcp_code_mode,
         },
         kind="key",
         label=label,

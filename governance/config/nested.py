@@ -129,9 +129,13 @@ def _budget_label(owner: Owner, period: str, models: list[str], providers: list[
 def _check_budget_references(ctx: Context, spec: BudgetSpec, path: Path) -> None:
     for index, name in enumerate(spec.providers):
         if name not in ctx.known_providers:
+            # "mcp:<server>" is the provider of an MCP server's tool calls.
+            where = "mcp_servers:" if name.startswith("mcp:") else "providers:"
+            what = "MCP server" if name.startswith("mcp:") else "provider"
             raise ctx.fail(
                 (*path, "providers", index),
-                f"unknown provider {name!r} (not in providers: nor in the database)",
+                f"unknown {what} {name.removeprefix('mcp:')!r} (not in {where} nor in the "
+                "database)",
             )
     if isinstance(spec.on_exhaust, DowngradeSpec):
         check_model_known(ctx, spec.on_exhaust.downgrade_to, (*path, "on_exhaust", "downgrade_to"))

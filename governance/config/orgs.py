@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from governance.config import keys, nested
+from governance.config import keys, nested, sso
 from governance.config.context import Context
 from governance.config.errors import Path
 from governance.config.schema import OrganizationSpec, ProjectSpec, TeamSpec
@@ -28,7 +28,9 @@ def apply_organization(ctx: Context, spec: OrganizationSpec, path: Path) -> None
         label=spec.name,
         path=path,
     )
+    ctx.declared_organizations.append(org)
     owner = nested.organization_owner(org)
+    sso.reconcile_role_groups(ctx, spec.roles, org, (*path, "roles"))
     nested.reconcile_budgets(ctx, spec.budgets, owner, (*path, "budgets"))
     # Projects first: a team's key may charge to one of them.
     for index, project in enumerate(spec.projects):
@@ -50,6 +52,7 @@ def _apply_project(ctx: Context, spec: ProjectSpec, org: Organization, path: Pat
         label=f"{org.name}/{spec.name}",
         path=path,
     )
+    ctx.declared_projects.append(project)
     nested.reconcile_budgets(ctx, spec.budgets, nested.project_owner(project), (*path, "budgets"))
     for index, key in enumerate(spec.keys):
         keys.apply_key(
@@ -67,6 +70,7 @@ def _apply_team(ctx: Context, spec: TeamSpec, org: Organization, path: Path) -> 
         path=path,
     )
     ctx.declared_teams.append(team)
+    sso.reconcile_team_groups(ctx, spec.idp_groups, team, (*path, "idp_groups"))
     owner = nested.team_owner(team)
     nested.reconcile_budgets(ctx, spec.budgets, owner, (*path, "budgets"))
     nested.reconcile_rate_limit(ctx, spec.rate_limit, owner, (*path, "rate_limit"))

@@ -26,6 +26,10 @@ from governance.validators import validate_thresholds
 
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 KEY_NAME_PATTERN = r"^[^/\s]+$"
+# A provider name, or "mcp:<server>" for the tool calls of an MCP server (budgets).
+PROVIDER_REF_PATTERN = r"^(mcp:)?[-a-zA-Z0-9_]+$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 PERIODS = ("day", "week", "month", "quarter", "lifetime")
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=100)]
@@ -33,7 +37,13 @@ KeyName = Annotated[str, StringConstraints(pattern=KEY_NAME_PATTERN, max_length=
 Text = Annotated[str, StringConstraints(max_length=300)]
 Pattern = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ProviderRef = Annotated[str, StringConstraints(pattern=PROVIDER_REF_PATTERN, max_length=100)]
+ServerName = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=64)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=200)]
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=200)]
 Period = Literal["day", "week", "month", "quarter", "lifetime"]
+# An identity provider's group name, compared exactly (case-sensitive) with the groups claim.
+IdpGroup = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ProviderKind = Literal[
     "anthropic", "bedrock", "vertex", "azure", "openai", "openai-compatible", "mock"
 ]
@@ -56,6 +66,17 @@ class Spec(BaseModel):
         }
 
 
+def exact_usd(value: Any) -> Decimal:
+    """A dollar amount that is a whole number of micro-dollars and not negative."""
+    try:
+        micros = usd_to_micros(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+    if micros < 0:
+        raise ValueError("must not be negative")
+    return Decimal(micros) / MICROS_PER_USD
+
+
 # --- budgets, limits, model rules ----------------------------------------------------------
 
 
@@ -67,20 +88,14 @@ class BudgetSpec(Spec):
     amount_usd: Decimal
     period: Period = "month"
     models: list[Pattern] = Field(default_factory=list)
-    providers: list[Slug] = Field(default_factory=list)
+    providers: list[ProviderRef] = Field(default_factory=list)
     alerts: list[int] = Field(default_factory=lambda: [50, 80, 100])
     on_exhaust: Literal["block", "alert"] | DowngradeSpec = "block"
 
     @field_validator("amount_usd", mode="before")
     @classmethod
     def _exact_amount(cls, value: Any) -> Decimal:
-        try:
-            micros = usd_to_micros(value)
-        except MoneyError as exc:
-            raise ValueError(str(exc)) from None
-        if micros < 0:
-            raise ValueError("must not be negative")
-        return Decimal(micros) / MICROS_PER_USD
+        return exact_usd(value)
 
     @field_validator("alerts")
     @classmethod
@@ -135,6 +150,38 @@ class ModelPolicySpec(Spec):
     overrides: dict[Pattern, ModelName] = Field(default_factory=dict)
 
 
+# --- single sign-on ------------------------------------------------------------------------
+
+
+def _no_repeated_groups(groups: list[str]) -> list[str]:
+    repeated = sorted({group for group in groups if groups.count(group) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} appears twice")
+    return groups
+
+
+class RoleGroupsSpec(Spec):
+    """IdP groups whose members hold each role in the organization when they sign in with
+    single sign-on. A team lead leads the organization's teams whose idp_groups they are in."""
+
+    platform_admin: list[IdpGroup] = Field(default_factory=list)
+    finance: list[IdpGroup] = Field(default_factory=list)
+    team_lead: list[IdpGroup] = Field(default_factory=list)
+    auditor: list[IdpGroup] = Field(default_factory=list)
+
+    _unique = field_validator("platform_admin", "finance", "team_lead", "auditor")(
+        _no_repeated_groups
+    )
+
+    def pairs(self) -> list[tuple[str, int, str]]:
+        """(role, index, group) for every group listed, in file order."""
+        return [
+            (role, index, group)
+            for role in ("platform_admin", "finance", "team_lead", "auditor")
+            for index, group in enumerate(getattr(self, role))
+        ]
+
+
 # --- keys and the organization tree --------------------------------------------------------
 
 
@@ -147,6 +194,17 @@ class SubKeySpec(Spec):
     rate_limit: RateLimitSpec | None = None
     budgets: list[BudgetSpec] = Field(default_factory=list)
     models: ModelPolicySpec | None = None
+    # Whether this key's MCP tools reach it as Code Mode meta-tools ("inherit": each server's
+    # own code_mode; a sub-key left at "inherit" follows its parent key).
+    mcp_code_mode: Literal["inherit", "on", "off"] = "inherit"
+
+    @field_validator("mcp_code_mode", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on / off as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -186,6 +244,10 @@ class TeamSpec(Spec):
     models: ModelPolicySpec | None = None
     rate_limit: RateLimitSpec | None = None
     keys: list[TeamKeySpec] = Field(default_factory=list)
+    # Single sign-on: members of these IdP groups belong to the team (its leads lead it).
+    idp_groups: list[IdpGroup] = Field(default_factory=list)
+
+    _unique_groups = field_validator("idp_groups")(_no_repeated_groups)
 
 
 class ProjectSpec(Spec):
@@ -206,6 +268,8 @@ class OrganizationSpec(Spec):
     unpriced_fallback_model: Annotated[str, StringConstraints(max_length=200)] = ""
     # Claude Code signed in with a Claude subscription: refuse, showback or budgeted.
     subscription_traffic: Literal["refuse", "showback", "budgeted"] = "refuse"
+    # Single sign-on: IdP groups -> roles in this organization.
+    roles: RoleGroupsSpec = Field(default_factory=RoleGroupsSpec)
     budgets: list[BudgetSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     projects: list[ProjectSpec] = Field(default_factory=list)
@@ -264,25 +328,131 @@ class RouteSpec(Spec):
     deployments: list[DeploymentSpec] = Field(min_length=1)
 
 
+class MCPToolPriceSpec(Spec):
+    tool: Pattern
+    per_call_usd: Decimal = Decimal(0)
+    per_kb_usd: Decimal = Decimal(0)
+
+    @field_validator("per_call_usd", "per_kb_usd", mode="before")
+    @classmethod
+    def _exact_price(cls, value: Any) -> Decimal:
+        return exact_usd(value)
+
+    @property
+    def per_call_micros(self) -> int:
+        return usd_to_micros(self.per_call_usd)
+
+    @property
+    def per_kb_micros(self) -> int:
+        return usd_to_micros(self.per_kb_usd)
+
+
 class MCPServerSpec(Spec):
-    name: Slug
-    url: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    """An MCP server over Streamable HTTP (`url`) or launched over stdio (`command`)."""
+
+    name: ServerName
+    transport: Literal["http", "stdio"] | None = Field(
+        default=None, description="Default: stdio when a command is given, else http."
+    )
+    url: Annotated[str, StringConstraints(max_length=500)] = ""
+    command: Annotated[str, StringConstraints(max_length=500)] = ""
+    args: list[str] = Field(default_factory=list)
+    env: dict[EnvName, str] = Field(default_factory=dict, description="Non-secret (stdio).")
+    # Secrets, encrypted at rest: HTTP headers sent upstream, environment of a stdio server.
+    headers: dict[HeaderName, SecretStr] = Field(default_factory=dict)
+    secret_env: dict[EnvName, SecretStr] = Field(default_factory=dict)
+    timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     code_mode: bool = False
+    per_call_usd: Decimal = Decimal(0)
+    per_kb_usd: Decimal = Decimal(0)
+    tool_prices: list[MCPToolPriceSpec] = Field(default_factory=list)
     enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _no_separator(cls, value: str) -> str:
+        if "__" in value:
+            raise ValueError('must not contain "__" (it separates server and tool names)')
+        return value
+
+    @field_validator("per_call_usd", "per_kb_usd", mode="before")
+    @classmethod
+    def _exact_price(cls, value: Any) -> Decimal:
+        return exact_usd(value)
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> MCPServerSpec:
+        if self.kind == "http":
+            if not self.url:
+                raise ValueError("an HTTP server needs url: (or command: for a stdio server)")
+            extra = [n for n in ("command", "args", "env", "secret_env") if getattr(self, n)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for stdio servers")
+        else:
+            if not self.command.strip():
+                raise ValueError("a stdio server needs command:")
+            extra = [n for n in ("url", "headers") if getattr(self, n)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only for HTTP servers")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.transport or ("stdio" if self.command else "http")
+
+    @property
+    def per_call_micros(self) -> int:
+        return usd_to_micros(self.per_call_usd)
+
+    @property
+    def per_kb_micros(self) -> int:
+        return usd_to_micros(self.per_kb_usd)
+
+    @property
+    def destination(self) -> tuple[str, ...]:
+        """Where credentials go (MCPServer.destination)."""
+        if self.kind == "stdio":
+            return (self.command.strip(), *self.args)
+        return (self.url.strip(),)
+
+    def credential_values(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, secret environment) given a non-empty value (an unset `${VAR:-}` counts
+        as absent)."""
+        headers = {name: secret.get_secret_value() for name, secret in self.headers.items()}
+        env = {name: secret.get_secret_value() for name, secret in self.secret_env.items()}
+        return (
+            {name: value for name, value in headers.items() if value},
+            {name: value for name, value in env.items() if value},
+        )
 
 
 class MCPGrantSpec(Spec):
+    """Tools of one server for an organization, or (named with it when ambiguous) a team, a
+    project or a key ("vk-backend/alice" for a sub-key)."""
+
     organization: Slug | None = None
     team: Slug | None = None
+    project: Slug | None = None
     key: Annotated[str, StringConstraints(min_length=1)] | None = None
-    server: Slug
-    tools: list[Pattern] = Field(min_length=1)
+    server: ServerName
+    tools: list[Pattern]
+    deny: list[Pattern] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_owner(self) -> MCPGrantSpec:
-        if (self.team is None) == (self.key is None):
-            raise ValueError("name exactly one of team or key")
+        named = [n for n in ("team", "project", "key") if getattr(self, n) is not None]
+        if len(named) > 1:
+            raise ValueError("name at most one of team, project or key")
+        if not named and self.organization is None:
+            raise ValueError("name an organization, a team, a project or a key")
         return self
+
+    @property
+    def level(self) -> str:
+        for name in ("key", "team", "project"):
+            if getattr(self, name) is not None:
+                return name
+        return "organization"
 
 
 class ConfigFile(Spec):

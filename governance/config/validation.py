@@ -13,7 +13,10 @@ from pydantic import BaseModel
 from governance.config.errors import Issue, Path, format_path
 from governance.config.loader import Document
 from governance.config.schema import (
+    ENV_NAME_PATTERN,
+    HEADER_NAME_PATTERN,
     KEY_NAME_PATTERN,
+    PROVIDER_REF_PATTERN,
     SLUG_PATTERN,
     BudgetSpec,
     ConfigFile,
@@ -60,6 +63,9 @@ def _message(err: Any) -> str:
         return {
             SLUG_PATTERN: "must contain only letters, digits, - and _",
             KEY_NAME_PATTERN: "must not contain spaces or /",
+            PROVIDER_REF_PATTERN: "must be a provider name or mcp:<server>",
+            ENV_NAME_PATTERN: "must be an environment variable name (letters, digits, _)",
+            HEADER_NAME_PATTERN: "must be an HTTP header name",
         }.get(str(ctx.get("pattern")), str(err["msg"]))
     message = str(err["msg"])
     return message[:1].lower() + message[1:]
@@ -136,9 +142,17 @@ def find_duplicates(config: ConfigFile) -> Iterator[Issue]:
         ((s.name, ("mcp_servers", i, "name")) for i, s in enumerate(config.mcp_servers)),
         "this MCP server name",
     )
+    for i, server in enumerate(config.mcp_servers):
+        yield from _repeated(
+            (
+                (price.tool, ("mcp_servers", i, "tool_prices", j, "tool"))
+                for j, price in enumerate(server.tool_prices)
+            ),
+            "this tool pattern",
+        )
     yield from _repeated(
         (
-            ((g.organization, g.team, g.key, g.server), ("mcp_grants", i))
+            ((g.organization, g.team, g.project, g.key, g.server), ("mcp_grants", i))
             for i, g in enumerate(config.mcp_grants)
         ),
         "this grant",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from governance.models.access import ApiToken, Membership, Role
+from governance.models.api import IdempotencyRecord
 from governance.models.audit import AuditChainHead, AuditEvent, PolicyChange
 from governance.models.budgets import Budget
+from governance.models.identity import IdpGroupRole, OIDCIdentity, TeamIdpGroup
 from governance.models.keys import VirtualKey
 from governance.models.limits import ModelPolicy, RateLimit
 from governance.models.orgs import Organization, Project, Team
 from governance.models.prices import ModelPrice
 from governance.models.providers import Deployment, ModelRoute, Provider
-from governance.models.tools import MCPServer, MCPToolGrant
+from governance.models.tools import MCPServer, MCPToolGrant, MCPToolPrice
 
 __all__ = [
     "ApiToken",
@@ -18,12 +20,16 @@ __all__ = [
     "AuditEvent",
     "Budget",
     "Deployment",
+    "IdempotencyRecord",
+    "IdpGroupRole",
     "MCPServer",
     "MCPToolGrant",
+    "MCPToolPrice",
     "Membership",
     "ModelPolicy",
     "ModelPrice",
     "ModelRoute",
+    "OIDCIdentity",
     "Organization",
     "PolicyChange",
     "Project",
@@ -31,5 +37,6 @@ __all__ = [
     "RateLimit",
     "Role",
     "Team",
+    "TeamIdpGroup",
     "VirtualKey",
 ]

@@ -45,6 +45,19 @@ class VirtualKey(TimestampedModel):
         default=False, help_text="Store prompt and reply text in the request log for this key."
     )
 
+    class McpCodeMode(models.TextChoices):
+        INHERIT = "inherit", "Each MCP server's own setting"
+        ON = "on", "Code Mode for every MCP server"
+        OFF = "off", "No Code Mode: the tools themselves"
+
+    mcp_code_mode = models.CharField(
+        "MCP Code Mode",
+        max_length=7,
+        choices=McpCodeMode.choices,
+        default=McpCodeMode.INHERIT,
+        help_text="Whether this key's MCP tools reach it as Code Mode meta-tools.",
+    )
+
     class Meta:
         ordering = ["organization__name", "name"]
         constraints = [

@@ -10,44 +10,52 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _KINDS = ("requests", "tokens")
+_OPENAI = "x-ratelimit-{field}-{kind}"
+_ANTHROPIC = "anthropic-ratelimit-{kind}-{field}"
 
 
 def openai_ratelimit_headers_to_anthropic(
     headers: Mapping[str, str], *, now: dt.datetime
 ) -> dict[str, str]:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    result: dict[str, str] = {}
-    for kind in _KINDS:
-        for field in ("limit", "remaining"):
-            value = lowered.get(f"x-ratelimit-{field}-{kind}", "").strip()
-            if value.isdigit():
-                result[f"anthropic-ratelimit-{kind}-{field}"] = value
-        seconds = parse_duration(lowered.get(f"x-ratelimit-reset-{kind}", ""))
-        if seconds is not None:
-            at = now + dt.timedelta(seconds=math.ceil(seconds))
-            result[f"anthropic-ratelimit-{kind}-reset"] = _rfc3339(at)
-    return result
+    def reset(text: str) -> str | None:
+        seconds = parse_duration(text)
+        if seconds is None:
+            return None
+        return _rfc3339(now + dt.timedelta(seconds=math.ceil(seconds)))
+
+    return _converted(headers, _OPENAI, _ANTHROPIC, reset)
 
 
 def anthropic_ratelimit_headers_to_openai(
     headers: Mapping[str, str], *, now: dt.datetime
 ) -> dict[str, str]:
+    def reset(text: str) -> str | None:
+        at = _parse_time(text)
+        return None if at is None else format_duration(max((at - now).total_seconds(), 0.0))
+
+    return _converted(headers, _ANTHROPIC, _OPENAI, reset)
+
+
+def _converted(
+    headers: Mapping[str, str], source: str, target: str, reset: Callable[[str], str | None]
+) -> dict[str, str]:
+    """The limit and remaining counts copied from `source` names to `target` names (templates
+    with {kind} and {field}), and each reset in the target's form by `reset`."""
     lowered = {k.lower(): v for k, v in headers.items()}
     result: dict[str, str] = {}
     for kind in _KINDS:
         for field in ("limit", "remaining"):
-            value = lowered.get(f"anthropic-ratelimit-{kind}-{field}", "").strip()
+            value = lowered.get(source.format(kind=kind, field=field), "").strip()
             if value.isdigit():
-                result[f"x-ratelimit-{field}-{kind}"] = value
-        reset = _parse_time(lowered.get(f"anthropic-ratelimit-{kind}-reset", ""))
-        if reset is not None:
-            seconds = max((reset - now).total_seconds(), 0.0)
-            result[f"x-ratelimit-reset-{kind}"] = format_duration(seconds)
+                result[target.format(kind=kind, field=field)] = value
+        converted = reset(lowered.get(source.format(kind=kind, field="reset"), ""))
+        if converted is not None:
+            result[target.format(kind=kind, field="reset")] = converted
     return result
 
 

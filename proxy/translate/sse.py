@@ -7,6 +7,7 @@ whole frame has arrived.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, NamedTuple
 
 import orjson
@@ -55,6 +56,48 @@ class SSEDecoder:
         self._held_cr = False
         frame = _parse(rest.strip(b"\n"))
         return [frame] if frame is not None else []
+
+
+class StreamConverter(ABC):
+    """Converts one stream of SSE frames into another, from byte chunks cut anywhere.
+
+    `feed` hands each whole frame to `_frame`; `close` (the upstream body ended) hands over the
+    last one, then lets `_body_ended` end a stream that has not finished (normally, or as cut
+    short). Nothing is written before the first frame, so a caller can still fail over."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.started = False
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for frame in self._decoder.feed(chunk):
+            self._frame(frame, out)
+        return bytes(out)
+
+    def close(self) -> bytes:
+        out = bytearray()
+        for frame in self._decoder.close():
+            self._frame(frame, out)
+        if not self.finished:
+            self._body_ended(out)
+        return bytes(out)
+
+    @abstractmethod
+    def _frame(self, frame: Frame, out: bytearray) -> None: ...
+
+    @abstractmethod
+    def _body_ended(self, out: bytearray) -> None: ...
+
+
+def json_object(data: str) -> dict[str, Any] | None:
+    """A frame's data as a JSON object; None for anything else, which converters skip."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _parse(raw: bytes) -> Frame | None:

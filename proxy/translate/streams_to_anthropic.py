@@ -33,7 +33,7 @@ import orjson
 from proxy.translate.content import JSON, parse_arguments
 from proxy.translate.errors import UPSTREAM_CUT_SHORT, openai_stream_error_to_anthropic
 from proxy.translate.responses import new_message_id, stop_reason_for, tool_call_id
-from proxy.translate.sse import Frame, SSEDecoder, anthropic_event
+from proxy.translate.sse import Frame, StreamConverter, anthropic_event, json_object
 from proxy.translate.tool_names import ToolNames
 from proxy.translate.usage import openai_usage_to_anthropic, zero_anthropic_usage
 
@@ -45,14 +45,12 @@ class _ToolCall:
     arguments: list[str] = field(default_factory=list)
 
 
-class OpenAIStreamToAnthropic:
+class OpenAIStreamToAnthropic(StreamConverter):
     def __init__(self, tool_names: ToolNames, model: str) -> None:
+        super().__init__()
         self._names = tool_names
         self._model = model
-        self._decoder = SSEDecoder()
         self._message_id = ""
-        self.started = False
-        self.finished = False
         self._next_block = 0
         self._text_block: int | None = None  # index of the open text block
         self._calls: dict[int, _ToolCall] = {}
@@ -66,28 +64,14 @@ class OpenAIStreamToAnthropic:
         """False when the upstream never reported usage (no include_usage chunk arrived)."""
         return self._usage is not None
 
-    def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for frame in self._decoder.feed(chunk):
-            self._frame(frame, out)
-        return bytes(out)
-
-    def close(self) -> bytes:
-        out = bytearray()
-        for frame in self._decoder.close():
-            self._frame(frame, out)
-        if not self.finished:
-            if self._finish_reason is not None:
-                self._finish(out)
-            else:
-                self._fail(
-                    out,
-                    {
-                        "type": "error",
-                        "error": {"type": "api_error", "message": UPSTREAM_CUT_SHORT},
-                    },
-                )
-        return bytes(out)
+    def _body_ended(self, out: bytearray) -> None:
+        if self._finish_reason is not None:
+            self._finish(out)  # some servers send no [DONE]
+        else:
+            self._fail(
+                out,
+                {"type": "error", "error": {"type": "api_error", "message": UPSTREAM_CUT_SHORT}},
+            )
 
     # --- frames -----------------------------------------------------------------------------
 
@@ -101,11 +85,8 @@ class OpenAIStreamToAnthropic:
         if frame.data.strip() == "[DONE]":
             self._finish(out)
             return
-        try:
-            chunk = orjson.loads(frame.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(chunk, dict):
+        chunk = json_object(frame.data)
+        if chunk is None:
             return
         if frame.event == "error" or ("error" in chunk and not chunk.get("choices")):
             self._fail(out, openai_stream_error_to_anthropic(chunk.get("error", chunk)))

@@ -26,12 +26,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from proxy.translate.content import JSON, dump_arguments
 from proxy.translate.errors import UPSTREAM_CUT_SHORT, openai_error_for
 from proxy.translate.responses import finish_reason_for
-from proxy.translate.sse import OPENAI_DONE, Frame, SSEDecoder, openai_data
+from proxy.translate.sse import OPENAI_DONE, Frame, StreamConverter, json_object, openai_data
 from proxy.translate.usage import anthropic_usage_to_openai
 
 _USAGE_FIELDS = (
@@ -43,44 +41,28 @@ _USAGE_FIELDS = (
 )
 
 
-class AnthropicStreamToOpenAI:
+class AnthropicStreamToOpenAI(StreamConverter):
     def __init__(self, *, include_usage: bool, model: str, created: int | None = None) -> None:
+        super().__init__()
         self._include_usage = include_usage
         self._model = model
         self._created = created if created is not None else int(time.time())
-        self._decoder = SSEDecoder()
         self._id = ""
-        self.started = False
-        self.finished = False
         self._tool_index_by_block: dict[int, int] = {}
         self._usage: JSON = {}
         self._stop_reason: str | None = None
 
-    def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for frame in self._decoder.feed(chunk):
-            self._frame(frame, out)
-        return bytes(out)
-
-    def close(self) -> bytes:
-        out = bytearray()
-        for frame in self._decoder.close():
-            self._frame(frame, out)
-        if not self.finished:
-            if self._stop_reason is not None:
-                self._finish(out)
-            else:
-                self._fail(out, openai_error_for("api_error", UPSTREAM_CUT_SHORT))
-        return bytes(out)
+    def _body_ended(self, out: bytearray) -> None:
+        if self._stop_reason is not None:
+            self._finish(out)  # the body ended between the stop reason and message_stop
+        else:
+            self._fail(out, openai_error_for("api_error", UPSTREAM_CUT_SHORT))
 
     def _frame(self, frame: Frame, out: bytearray) -> None:
         if self.finished or frame.comment:
             return
-        try:
-            event = orjson.loads(frame.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(event, dict):
+        event = json_object(frame.data)
+        if event is None:
             return
         handler = _HANDLERS.get(str(event.get("type") or frame.event))
         if handler is not None:

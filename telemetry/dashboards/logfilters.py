@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,15 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
-from governance.models import ModelRoute, Organization, Project, Provider, Team, VirtualKey
+from governance.models import (
+    MCPServer,
+    ModelRoute,
+    Organization,
+    Project,
+    Provider,
+    Team,
+    VirtualKey,
+)
 from telemetry.models import UsageRecord
 
 PAGE_SIZE = 50
@@ -70,6 +78,13 @@ _STATUS = re.compile(r"^(ok|error|[1-5]\d\d)$")
 DATETIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
 
 
+Visible = Callable[[QuerySet[Any]], QuerySet[Any]]
+
+
+def _everything(rows: QuerySet[Any]) -> QuerySet[Any]:
+    return rows
+
+
 class LogFilterForm(forms.Form):
     """GET parameters of /logs. Ids stay plain integers: a ledger row outlives a deleted key."""
 
@@ -102,19 +117,23 @@ class LogFilterForm(forms.Form):
     def clean_range(self) -> str:
         return self.cleaned_data.get("range") or DEFAULT_RANGE
 
-    def select_options(self) -> dict[str, SafeString]:
-        """<option> lists for the selects, narrowed to the chosen organization.
+    def select_options(self, *, visible: Visible = _everything) -> dict[str, SafeString]:
+        """<option> lists for the selects, narrowed to the chosen organization and to the
+        organizations, teams, projects and keys `visible` leaves (the user's roles).
 
         Built here rather than by the Select widget, whose per-option template rendering
         costs milliseconds per hundred keys.
         """
         org = self.cleaned_data.get("organization")
         providers = [(name, name) for name in Provider.objects.values_list("name", flat=True)]
+        # An MCP server's tool calls have the provider "mcp:<server>".
+        servers = MCPServer.objects.order_by("name").values_list("name", flat=True)
+        providers += [(f"mcp:{name}", f"MCP server {name}") for name in servers]
         menus: dict[str, tuple[str, list[tuple[Any, str]]]] = {
-            "organization": ("Any organization", _orgs()),
-            "team": ("Any team", [(0, "No team"), *_teams(org)]),
-            "project": ("Any project", [(0, "No project"), *_projects(org)]),
-            "key": ("Any key", _keys(org)),
+            "organization": ("Any organization", _orgs(visible)),
+            "team": ("Any team", [(0, "No team"), *_teams(org, visible)]),
+            "project": ("Any project", [(0, "No project"), *_projects(org, visible)]),
+            "key": ("Any key", _keys(org, visible)),
             "provider": ("Any provider", providers),
             "status": ("Any status", STATUS_CHOICES),
             "range": ("", list(RANGE_LABELS.items())),
@@ -141,26 +160,26 @@ def model_names() -> list[str]:
     return sorted(ModelRoute.objects.values_list("public_name", flat=True))
 
 
-def _orgs() -> list[tuple[Any, str]]:
-    return list(Organization.objects.order_by("name").values_list("pk", "name"))
+def _orgs(visible: Visible) -> list[tuple[Any, str]]:
+    return list(visible(Organization.objects.order_by("name")).values_list("pk", "name"))
 
 
-def _teams(org: int | None) -> list[tuple[Any, str]]:
-    rows = Team.objects.order_by("organization__name", "name")
+def _teams(org: int | None, visible: Visible) -> list[tuple[Any, str]]:
+    rows = visible(Team.objects.order_by("organization__name", "name"))
     if org:
         rows = rows.filter(organization_id=org)
     return [(pk, f"{o}/{n}") for pk, o, n in rows.values_list("pk", "organization__name", "name")]
 
 
-def _projects(org: int | None) -> list[tuple[Any, str]]:
-    rows = Project.objects.order_by("organization__name", "name")
+def _projects(org: int | None, visible: Visible) -> list[tuple[Any, str]]:
+    rows = visible(Project.objects.order_by("organization__name", "name"))
     if org:
         rows = rows.filter(organization_id=org)
     return [(pk, f"{o}/{n}") for pk, o, n in rows.values_list("pk", "organization__name", "name")]
 
 
-def _keys(org: int | None) -> list[tuple[Any, str]]:
-    rows = VirtualKey.objects.order_by("organization__name", "name")
+def _keys(org: int | None, visible: Visible) -> list[tuple[Any, str]]:
+    rows = visible(VirtualKey.objects.order_by("organization__name", "name"))
     if org:
         rows = rows.filter(organization_id=org)
     return [

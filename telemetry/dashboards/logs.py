@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.admin.views.decorators import staff_member_required
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
@@ -16,7 +17,9 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET
 
 from governance.money import format_usd
+from telemetry import rollups
 from telemetry.dashboards import names as names_module
+from telemetry.dashboards import scope
 from telemetry.dashboards.logfilters import (
     RANGE_LABELS,
     Cursor,
@@ -55,8 +58,15 @@ class LogRow:
         return format_usd(self.record.cost_micros)
 
     @property
+    def is_tool(self) -> bool:
+        """An MCP tool call: it has a server and a tool where other rows have a model."""
+        return self.record.route == rollups.TOOL_ROUTE
+
+    @property
     def model(self) -> str:
         r = self.record
+        if self.is_tool:
+            return f"{r.tool_server}/{r.tool_name}" if r.tool_server else r.tool_name
         return r.served_model or r.routed_model or r.requested_model
 
     @property
@@ -105,8 +115,13 @@ def _url(filters: LogFilters, **extra: str) -> str:
     return "?" + urlencode([*filters.query_items(), *extra.items()])
 
 
+def _ledger(request: HttpRequest) -> QuerySet[UsageRecord]:
+    """The ledger rows this user may read: their organizations', or their teams'."""
+    return scope.usage_rows(request, UsageRecord.objects.all())
+
+
 @require_GET
-@staff_member_required
+@scope.role_required
 def log_list(request: HttpRequest) -> HttpResponse:
     form, filters = _filters(request)
     before = Cursor.parse(request.GET.get("before"))
@@ -114,12 +129,12 @@ def log_list(request: HttpRequest) -> HttpResponse:
     # The live feed starts from the newest id now; read before the page so nothing falls
     # between the two.
     live_from = live_start()
-    result = page(filters.apply(UsageRecord.objects.all()), before=before, after=after)
+    result = page(filters.apply(_ledger(request)), before=before, after=after)
     newest_page = result.newer is None
     context: dict[str, Any] = {
         "section": "logs",
         "form": form,
-        "options": form.select_options(),
+        "options": form.select_options(visible=partial(scope.visible, request)),
         "rows": log_rows(result.rows),
         "range_labels": RANGE_LABELS,
         "model_names": model_names(),
@@ -141,7 +156,7 @@ def log_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@scope.role_required
 def log_live(request: HttpRequest) -> JsonResponse:
     """Rows written since the client's cursor that match the filters, as table rows to prepend.
 
@@ -151,7 +166,7 @@ def log_live(request: HttpRequest) -> JsonResponse:
     """
     _, filters = _filters(request)
     cursor = LiveCursor.parse(request.GET.get("since"), request.GET.get("gaps"))
-    found = live_rows(filters.apply(UsageRecord.objects.all()), cursor, limit=LIVE_LIMIT)
+    found = live_rows(filters.apply(_ledger(request)), cursor, limit=LIVE_LIMIT)
     html = render_to_string(
         "telemetry/logs/_rows.html", {"rows": log_rows(found.rows), "fresh": True}, request=request
     )
@@ -169,9 +184,10 @@ def log_live(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
-@staff_member_required
+@scope.role_required
 def log_detail(request: HttpRequest, request_id: str) -> HttpResponse:
-    record = get_object_or_404(UsageRecord, request_id=request_id)
+    # Another team's or organization's request is not found, as if it did not exist.
+    record = get_object_or_404(_ledger(request), request_id=request_id)
     row = log_rows([record])[0]
     context = {
         "section": "logs",

@@ -1,5 +1,6 @@
-"""/dashboards/spend: spend over time by team, model and project, budget use with forecasts,
-top keys and Claude Code sessions, each exportable as CSV (`?format=csv&export=<table>`).
+"""/dashboards/spend: spend over time by team, model and project, MCP tool calls by server and
+tool, budget use with forecasts, top keys and Claude Code sessions, each exportable as CSV
+(`?format=csv&export=<table>`).
 
 Everything is read from rollups plus the ledger rows not rolled up yet (telemetry.rollups),
 and budget use from period records plus the ledger since (utilisation.py).
@@ -15,17 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from governance.access import Access
 from governance.models import Budget, Organization
 from governance.money import format_usd, micros_to_usd
 from telemetry import rollups
-from telemetry.dashboards import charts
+from telemetry.dashboards import charts, scope, tools
 from telemetry.dashboards import names as names_module
 from telemetry.dashboards.spans import PRESETS, Span, parse_span
 from telemetry.dashboards.utilisation import (
@@ -36,7 +37,7 @@ from telemetry.dashboards.utilisation import (
 )
 
 DIMENSIONS = {"team": "Team", "model": "Model", "project": "Project"}
-EXPORTS = (*DIMENSIONS, "keys", "sessions", "budgets")
+EXPORTS = (*DIMENSIONS, "tools", "keys", "sessions", "budgets")
 TOP = 10
 TOP_EXPORT = 1000
 COUNT_COLUMNS = (
@@ -47,6 +48,25 @@ COUNT_COLUMNS = (
     "cache_read_tokens",
     "cache_write_tokens",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Whose spend the page shows: one organization, whole or only the teams a lead leads,
+    and which of its budgets the user may see."""
+
+    org: Organization
+    teams: frozenset[int] | None  # None: the whole organization
+    access: Access
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        """Rollup filters (telemetry.rollups) keeping the teams' cells only."""
+        return {} if self.teams is None else {"team__in": sorted(self.teams)}
+
+    @classmethod
+    def of(cls, request: HttpRequest, org: Organization) -> Reader:
+        return cls(org, scope.usage_teams(request, org.pk), scope.access_of(request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,16 +90,18 @@ def _pick_org(orgs: Sequence[Organization], wanted: str | None) -> Organization:
 
 
 @require_GET
-@staff_member_required
+@scope.role_required
 def spend_dashboard(request: HttpRequest) -> HttpResponse:
-    orgs = list(Organization.objects.order_by("name").only("pk", "name", "timezone"))
+    organizations = scope.usage_organizations(request).order_by("name")
+    orgs = list(organizations.only("pk", "name", "timezone"))
     if not orgs:
         return render(request, "telemetry/spend.html", {"section": "spend", "orgs": []})
     org = _pick_org(orgs, request.GET.get("org"))
+    reader = Reader.of(request, org)
     span = parse_span(request.GET, org.timezone, timezone.now())
     if request.GET.get("format") == "csv":
-        return export_csv(org, span, request.GET.get("export") or "team")
-    return render(request, "telemetry/spend.html", _context(orgs, org, span))
+        return export_csv(reader, span, request.GET.get("export") or "team")
+    return render(request, "telemetry/spend.html", _context(orgs, reader, span))
 
 
 def _params(org: Organization, span: Span) -> list[tuple[str, str]]:
@@ -92,7 +114,8 @@ def _params(org: Organization, span: Span) -> list[tuple[str, str]]:
     return [("org", str(org.pk)), ("range", span.preset)]
 
 
-def _context(orgs: list[Organization], org: Organization, span: Span) -> dict[str, Any]:
+def _context(orgs: list[Organization], reader: Reader, span: Span) -> dict[str, Any]:
+    org = reader.org
     # One read of the rollups for every chart (a month in a zone other than UTC is ~30 day cells
     # and the hours its offset moves across midnight per dimension, not 720 hour cells each).
     series = rollups.spend_breakdown(
@@ -102,8 +125,9 @@ def _context(orgs: list[Organization], org: Organization, span: Span) -> dict[st
         group_bys=list(DIMENSIONS),
         granularity=span.granularity,
         tz=org.timezone,
+        filters=reader.filters,
     )
-    leaders = _leaders(org, span, series)
+    leaders = _leaders(reader, span, series)
     names = leaders.names
     query = _params(org, span)
     csv_links = {
@@ -130,9 +154,11 @@ def _context(orgs: list[Organization], org: Organization, span: Span) -> dict[st
         "overall": overall,
         "overall_cost": format_usd(overall.cost_micros),
         "error_share": _share(overall.errors, overall.requests),
+        # The model series holds the MCP tool calls' cells too (telemetry.dashboards.tools).
+        "tools": tools.tool_lines(series["model"]),
         "keys": _key_lines(names, leaders.keys),
         "sessions": _session_lines(names, leaders.sessions),
-        "budgets": _budget_lines(org),
+        "budgets": _budget_lines(reader),
         "csv": csv_links,
         "range_links": [
             (key, label, "?" + urlencode([("org", str(org.pk)), ("range", key)]))
@@ -148,14 +174,15 @@ def _share(part: int, whole: int) -> str:
     return f"{tenths // 10}.{tenths % 10}%"
 
 
-def _series(org: Organization, span: Span, dim: str) -> list[rollups.SeriesPoint]:
+def _series(reader: Reader, span: Span, dim: str) -> list[rollups.SeriesPoint]:
     return rollups.spend_series(
-        org.pk,
+        reader.org.pk,
         span.start,
         span.end,
         group_by=dim,
         granularity=span.granularity,
-        tz=org.timezone,
+        tz=reader.org.timezone,
+        filters=reader.filters,
     )
 
 
@@ -168,11 +195,9 @@ class Leaders:
     sessions: list[rollups.SessionTotal]
 
 
-def _leaders(
-    org: Organization, span: Span, series: dict[str, list[rollups.SeriesPoint]]
-) -> Leaders:
-    top_keys = rollups.top_keys(org.pk, span.start, span.end, limit=TOP)
-    top_sessions = rollups.top_sessions(org.pk, span.start, span.end, limit=TOP)
+def _leaders(reader: Reader, span: Span, series: dict[str, list[rollups.SeriesPoint]]) -> Leaders:
+    top_keys = _top_keys(reader, span, TOP)
+    top_sessions = _top_sessions(reader, span, TOP)
     names = names_module.resolve(
         teams=[*(p.group for p in series["team"]), *(s.team_id for s in top_sessions)],
         projects=(p.group for p in series["project"]),
@@ -181,12 +206,22 @@ def _leaders(
     return Leaders(names, top_keys, top_sessions)
 
 
+def _top_keys(reader: Reader, span: Span, limit: int) -> list[rollups.GroupTotal]:
+    org = reader.org.pk
+    return rollups.top_keys(org, span.start, span.end, limit=limit, filters=reader.filters)
+
+
+def _top_sessions(reader: Reader, span: Span, limit: int) -> list[rollups.SessionTotal]:
+    org = reader.org.pk
+    return rollups.top_sessions(org, span.start, span.end, limit=limit, team_ids=reader.teams)
+
+
 def group_label(dim: str, group: Any, names: names_module.Names) -> str:
     if dim == "team":
         return names.team(group)
     if dim == "project":
         return names.project(group)
-    return str(group) if group else "unknown model"
+    return tools.model_label(group)
 
 
 def _chart(
@@ -240,8 +275,19 @@ def _logs_url(**params: Any) -> str:
     return reverse("telemetry:logs") + "?" + urlencode(params)
 
 
-def _budget_lines(org: Organization) -> list[BudgetLine]:
-    budgets = budgets_of(organization=org.pk)
+def _budgets(reader: Reader) -> list[Budget]:
+    """The organization's budgets the user may see (a team lead: their teams' and keys')."""
+    budgets = budgets_of(organization=reader.org.pk)
+    if reader.access.condition(Budget, "view") is None:
+        return budgets
+    shown = reader.access.visible(Budget.objects.filter(organization_id=reader.org.pk))
+    ids = set(shown.values_list("pk", flat=True))
+    return [b for b in budgets if b.pk in ids]
+
+
+def _budget_lines(reader: Reader) -> list[BudgetLine]:
+    org = reader.org
+    budgets = _budgets(reader)
     uses = with_forecasts(budget_use(budgets))
     return [
         BudgetLine(
@@ -298,7 +344,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def export_csv(org: Organization, span: Span, export: str) -> HttpResponse:
+def export_csv(reader: Reader, span: Span, export: str) -> HttpResponse:
+    org = reader.org
     if export not in EXPORTS:
         export = "team"
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -307,20 +354,21 @@ def export_csv(org: Organization, span: Span, export: str) -> HttpResponse:
         f'attachment; filename="spend-{export}-{org.name}-{stamp}.csv"'
     )
     writer = csv.writer(response)
-    writers: dict[str, Callable[[Any, Organization, Span], None]] = {
+    writers: dict[str, Callable[[Any, Reader, Span], None]] = {
+        "tools": _csv_tools,
         "keys": _csv_keys,
         "sessions": _csv_sessions,
         "budgets": _csv_budgets,
     }
     if export in DIMENSIONS:
-        _csv_series(writer, org, span, export)
+        _csv_series(writer, reader, span, export)
     else:
-        writers[export](writer, org, span)
+        writers[export](writer, reader, span)
     return response
 
 
-def _csv_series(writer: Any, org: Organization, span: Span, dim: str) -> None:
-    points = _series(org, span, dim)
+def _csv_series(writer: Any, reader: Reader, span: Span, dim: str) -> None:
+    points = _series(reader, span, dim)
     ids = [p.group for p in points]
     names = names_module.resolve(
         teams=ids if dim == "team" else (), projects=ids if dim == "project" else ()
@@ -331,7 +379,10 @@ def _csv_series(writer: Any, org: Organization, span: Span, dim: str) -> None:
         writer.writerow(
             [
                 p.bucket.isoformat(),
-                _cell(group_label(dim, p.group, names)),
+                # A tool's own name (mcp:<server>/<tool>), not the chart's shared label.
+                _cell(
+                    str(p.group) if dim == "model" and p.group else group_label(dim, p.group, names)
+                ),
                 group_id,
                 _usd(p.cost_micros),
                 *(getattr(p, name) for name in COUNT_COLUMNS),
@@ -339,8 +390,14 @@ def _csv_series(writer: Any, org: Organization, span: Span, dim: str) -> None:
         )
 
 
-def _csv_keys(writer: Any, org: Organization, span: Span) -> None:
-    keys = rollups.top_keys(org.pk, span.start, span.end, limit=TOP_EXPORT)
+def _csv_tools(writer: Any, reader: Reader, span: Span) -> None:
+    writer.writerow(tools.CSV_HEADER)
+    for row in tools.csv_rows(_series(reader, span, "model")):
+        writer.writerow([_cell(value) for value in row])
+
+
+def _csv_keys(writer: Any, reader: Reader, span: Span) -> None:
+    keys = _top_keys(reader, span, TOP_EXPORT)
     names = names_module.resolve(keys=(k.group for k in keys))
     writer.writerow(["rank", "key_id", "key", "cost_usd", *COUNT_COLUMNS])
     for rank, k in enumerate(keys, start=1):
@@ -355,8 +412,8 @@ def _csv_keys(writer: Any, org: Organization, span: Span) -> None:
         )
 
 
-def _csv_sessions(writer: Any, org: Organization, span: Span) -> None:
-    sessions = rollups.top_sessions(org.pk, span.start, span.end, limit=TOP_EXPORT)
+def _csv_sessions(writer: Any, reader: Reader, span: Span) -> None:
+    sessions = _top_sessions(reader, span, TOP_EXPORT)
     names = names_module.resolve(
         teams=(s.team_id for s in sessions), keys=(s.key_id for s in sessions)
     )
@@ -380,8 +437,8 @@ def _csv_sessions(writer: Any, org: Organization, span: Span) -> None:
         )
 
 
-def _csv_budgets(writer: Any, org: Organization, span: Span) -> None:
-    budgets = budgets_of(organization=org.pk)
+def _csv_budgets(writer: Any, reader: Reader, span: Span) -> None:
+    budgets = _budgets(reader)
     uses = with_forecasts(budget_use(budgets))
     writer.writerow(
         [

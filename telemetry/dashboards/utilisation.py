@@ -284,6 +284,8 @@ def _cell_matches(budget: Budget, cell: Cell, sub_keys: Mapping[int, set[int]]) 
         return False
     if budget.provider_names and provider not in budget.provider_names:
         return False
+    if rollups.tool_of(model) is not None:
+        model = ""  # a tool call is governed with no model (a ledger row's routed model "")
     return not budget.model_patterns or any(
         _model_pattern(pattern).match(model) for pattern in budget.model_patterns
     )

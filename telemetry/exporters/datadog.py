@@ -8,6 +8,9 @@ Series, tagged organization, team, key, model and provider where they apply:
 - gateway.llm.requests, gateway.llm.errors, gateway.llm.cost_usd (count)
 - gateway.llm.tokens (count; token_type: input, output, cache_read, cache_write_5m,
   cache_write_1h)
+- gateway.mcp.tool_calls, gateway.mcp.tool_errors, gateway.mcp.cost_usd (count): MCP tool
+  calls (ledger route "mcp.tool"), tagged organization, team, key, server and tool instead of
+  model and provider; they are not in the gateway.llm series. Total spend is the two costs.
 - gateway.budget.spent_usd, gateway.budget.limit_usd, gateway.budget.utilization (gauge, %),
   tagged budget_id, scope, owner, period, organization, and team, key and model (the budget's
   model patterns) when the budget has them; from the budget period records, as /metrics does.
@@ -55,6 +58,7 @@ from django.utils import timezone
 from governance.models import Organization, Team, VirtualKey
 from telemetry import metrics
 from telemetry.models import RollupCursor, UsageRecord
+from telemetry.rollups import TOOL_ROUTE
 
 logger = logging.getLogger("gateway.datadog")
 
@@ -241,9 +245,27 @@ def tag(name: str, value: object) -> str:
     return TAG_UNSAFE.sub("_", f"{name}:{value}".lower())[:200]
 
 
+def _tool_groups(batch: Batch) -> list[dict[str, Any]]:
+    """The batch's MCP tool calls summed per (organization, team, key, server, tool)."""
+    rows = UsageRecord.objects.filter(id__gt=batch.start, id__lte=batch.end, route=TOOL_ROUTE)
+    groups = (
+        rows.values("organization_id", "team_id", "key_id", "key_name", "tool_server", "tool_name")
+        .annotate(
+            n_requests=Count("id"),
+            n_errors=Count("id", filter=Q(status__gte=400) | ~Q(error_type="")),
+            n_cost_micros=Sum("cost_micros"),
+        )
+        .order_by()
+    )
+    return [dict(group) for group in groups]
+
+
 def _usage_groups(batch: Batch) -> list[dict[str, Any]]:
-    """The batch's rows summed per (organization, team, key, model, provider); sums are n_*."""
-    rows = UsageRecord.objects.filter(id__gt=batch.start, id__lte=batch.end)
+    """The batch's requests (MCP tool calls aside) summed per (organization, team, key, model,
+    provider); sums are n_*."""
+    rows = UsageRecord.objects.filter(id__gt=batch.start, id__lte=batch.end).exclude(
+        route=TOOL_ROUTE
+    )
     groups = (
         rows.annotate(
             model=Coalesce(
@@ -297,20 +319,27 @@ def usage_series(batch: Batch) -> tuple[list[Series], int]:
     """Count series for the batch's ledger rows, and how many rows they cover."""
     if batch.end <= batch.start:
         return [], 0
-    groups = _usage_groups(batch)
-    orgs, teams, keys = _names(groups)
-    named = _named_keys(groups)
+    groups, tool_groups = _usage_groups(batch), _tool_groups(batch)
+    orgs, teams, keys = _names(groups + tool_groups)
+    named = _named_keys(groups + tool_groups)
     totals: dict[tuple[str, Tags], int] = defaultdict(int)
-    for group in groups:
+
+    def owner_tags(group: dict[str, Any]) -> dict[str, object]:
         key_id = group["key_id"]
         key = (keys.get(key_id) or group["key_name"]) if key_id in named else metrics.OTHER
-        tags = _tags(
-            organization=orgs.get(group["organization_id"], group["organization_id"]),
-            team=teams.get(group["team_id"], group["team_id"]),
-            key=key if key_id else "",
-            model=group["model"],
-            provider=group["provider"],
-        )
+        return {
+            "organization": orgs.get(group["organization_id"], group["organization_id"]),
+            "team": teams.get(group["team_id"], group["team_id"]),
+            "key": key if key_id else "",
+        }
+
+    for group in tool_groups:
+        tags = _tags(**owner_tags(group), server=group["tool_server"], tool=group["tool_name"])
+        totals["gateway.mcp.tool_calls", tags] += int(group["n_requests"])
+        totals["gateway.mcp.tool_errors", tags] += int(group["n_errors"])
+        totals["gateway.mcp.cost_usd", tags] += int(group["n_cost_micros"] or 0)
+    for group in groups:
+        tags = _tags(**owner_tags(group), model=group["model"], provider=group["provider"])
         totals["gateway.llm.requests", tags] += int(group["n_requests"])
         totals["gateway.llm.errors", tags] += int(group["n_errors"])
         totals["gateway.llm.cost_usd", tags] += int(group["n_cost_micros"] or 0)
@@ -318,11 +347,12 @@ def usage_series(batch: Batch) -> tuple[list[Series], int]:
             totals["gateway.llm.tokens", (*tags, tag("token_type", kind))] += int(
                 group[f"n_{kind}_tokens"] or 0
             )
-    rows = sum(int(g["n_requests"]) for g in groups)
+    rows = sum(int(g["n_requests"]) for g in groups + tool_groups)
     series = [
         _count(name, tags, value, batch)
         for (name, tags), value in sorted(totals.items())
-        if value or name == "gateway.llm.requests"  # zero tokens or errors: nothing to say
+        # Zero tokens, errors or cost: nothing to say.
+        if value or name in ("gateway.llm.requests", "gateway.mcp.tool_calls")
     ]
     return series, rows
 
@@ -335,12 +365,16 @@ UNITS = {
     "gateway.llm.requests": "request",
     "gateway.llm.errors": "error",
     "gateway.llm.cost_usd": "dollar",
+    "gateway.mcp.tool_calls": "request",
+    "gateway.mcp.tool_errors": "error",
+    "gateway.mcp.cost_usd": "dollar",
 }
+DOLLARS = frozenset({"gateway.llm.cost_usd", "gateway.mcp.cost_usd"})
 
 
 def _count(name: str, tags: Tags, value: int, batch: Batch) -> Series:
     # Cost is summed in integer micro-dollars and becomes dollars only here, on the wire.
-    number = value / 1_000_000 if name == "gateway.llm.cost_usd" else value
+    number = value / 1_000_000 if name in DOLLARS else value
     series: Series = {
         "metric": name,
         "type": COUNT,

@@ -1,4 +1,5 @@
-"""OpenTelemetry: one span per proxied request, following the GenAI semantic conventions.
+"""OpenTelemetry: one span per proxied request and per MCP tool call, following the GenAI
+semantic conventions.
 
 Off unless OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; then spans
 go over OTLP/HTTP (protobuf) to `{endpoint}/v1/traces`. The other standard variables apply as the
@@ -10,7 +11,8 @@ request's real start and end times, and handed to a BatchSpanProcessor, whose qu
 not block (when the queue is full the span is dropped) and whose own thread does the HTTP.
 The exporter is set up on first use in each process, so a forking server sets it up per worker.
 
-Span: name "chat {gen_ai.request.model}", kind CLIENT. gen_ai.usage.input_tokens includes cache
+Span: name "chat {gen_ai.request.model}" ("execute_tool {gen_ai.tool.name}" for a tool call,
+with mcp.method.name and mcp.session.id), kind CLIENT. gen_ai.usage.input_tokens includes cache
 read and cache creation tokens (OTel counts them in; Anthropic's input_tokens leaves them out).
 Cost and ownership, which the conventions do not cover, are `gateway.*` attributes.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
@@ -197,6 +200,15 @@ def remote_parent(traceparent: str) -> SpanContext:
     )
 
 
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _traceparent(value: Any) -> str | None:
+    """A well-formed traceparent, else None. Requests' were checked by proxy/attribution.py;
+    an MCP call's may not have been."""
+    return value if isinstance(value, str) and TRACEPARENT.fullmatch(value) else None
+
+
 def _parent_context(parent: SpanContext | None) -> Context | None:
     """What the sampler sees as the parent (None: a root span)."""
     if parent is None:
@@ -225,14 +237,8 @@ def record_span(
     decides, and ids come from the provider's generator, as start_span would do; the trace id
     and parent come from the client's traceparent when the event carries one.
     """
-    provider = _tracing.get()
-    processor = _tracing.processor
-    if provider is None or processor is None:
+    if _tracing.get() is None:
         return
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
     attributes = span_attributes(
         event,
         organization=organization,
@@ -241,8 +247,61 @@ def record_span(
         provider_kind=provider_kind,
         base_url=base_url,
     )
-    name = f"chat {attributes['gen_ai.request.model']}"
-    traceparent = event.get("traceparent")
+    _export(f"chat {attributes['gen_ai.request.model']}", attributes, event, duration)
+
+
+def tool_span_attributes(
+    event: Mapping[str, Any], *, organization: str, team: str, key: str
+) -> dict[str, Any]:
+    """An MCP tool call's span attributes: the GenAI `execute_tool` conventions, the `mcp.*`
+    ones PROTOCOLS.md names (their names are still moving), and cost and ownership as
+    `gateway.*`."""
+    status = int(event.get("status") or 0)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": event.get("tool_name") or "",
+        "mcp.method.name": "tools/call",
+        "http.response.status_code": status,
+        "gateway.request.id": event.get("request_id") or "",
+        "gateway.cost.usd": int(event.get("cost_micros") or 0) / 1_000_000,
+        "gateway.organization.name": organization,
+        "gateway.team.name": team,
+        "gateway.key.name": key,
+        "gateway.mcp.server": event.get("tool_server") or "",
+        "gateway.mcp.result_bytes": int(event.get("result_bytes") or 0),
+    }
+    if event.get("session_id"):
+        attributes["mcp.session.id"] = event["session_id"]
+        attributes["gen_ai.conversation.id"] = event["session_id"]
+    error_type = event.get("error_type") or (str(status) if status >= 400 else "")
+    if error_type:
+        attributes["error.type"] = error_type
+    return attributes
+
+
+def record_tool_span(
+    event: Mapping[str, Any], *, duration: float, organization: str, team: str, key: str
+) -> None:
+    """Hand one finished MCP tool call's span to the batch processor (no-op when export is
+    off): "execute_tool <tool>", kind CLIENT, like a request's span in every other way."""
+    if _tracing.get() is None:
+        return
+    attributes = tool_span_attributes(event, organization=organization, team=team, key=key)
+    _export(f"execute_tool {attributes['gen_ai.tool.name']}", attributes, event, duration)
+
+
+def _export(
+    name: str, attributes: dict[str, Any], event: Mapping[str, Any], duration: float
+) -> None:
+    provider = _tracing.get()
+    processor = _tracing.processor
+    if provider is None or processor is None:
+        return
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    traceparent = _traceparent(event.get("traceparent"))
     parent = remote_parent(traceparent) if traceparent else None
     trace_id = parent.trace_id if parent else provider.id_generator.generate_trace_id()
     sampling = provider.sampler.should_sample(

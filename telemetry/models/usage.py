@@ -68,6 +68,11 @@ class UsageRecord(models.Model):
     parent_agent_id = models.CharField(max_length=100, blank=True)
     client_name = models.CharField(max_length=60, blank=True)
     client_version = models.CharField(max_length=40, blank=True)
+    # MCP tool calls (route "mcp.tool", provider "mcp:<server>"): which tool, and how big its
+    # result was (what a per-kilobyte price counts).
+    tool_server = models.CharField(max_length=64, blank=True)
+    tool_name = models.CharField(max_length=128, blank=True)
+    result_bytes = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -87,4 +92,6 @@ class UsageRecord(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.tool_name:
+            return f"{self.request_id} {self.tool_server}/{self.tool_name} {self.status}"
         return f"{self.request_id} {self.served_model or self.requested_model} {self.status}"

@@ -7,6 +7,7 @@ The package follows its seams; the names below are its public face, so callers i
   hour, day and session cells.
 - series: spend series, breakdowns and totals for the dashboards.
 - sessions: the sessions that cost most.
+- tables: report tables grouped by several dimensions at once, and session lines per day.
 - budgets: what budgets spent over a window (`budget_costs`, for the period records) and over
   the last days (`recent_costs`, for burn-rate forecasts).
 - plans: which day and hour cells make up a range of hours, and reading them.
@@ -35,10 +36,12 @@ from telemetry.rollups.common import (
     HORIZON,
     HOUR,
     LEDGER_DIMENSION,
+    TOOL_ROUTE,
     UTC,
     Row,
     Totals,
     cursor_position,
+    tool_of,
 )
 from telemetry.rollups.series import (
     GroupTotal,
@@ -49,6 +52,7 @@ from telemetry.rollups.series import (
     totals,
 )
 from telemetry.rollups.sessions import SessionTotal, top_sessions
+from telemetry.rollups.tables import SESSION_GROUPS, TableRow, session_table, spend_table
 
 __all__ = [
     "BATCH_CELLS",
@@ -64,6 +68,8 @@ __all__ = [
     "HORIZON",
     "HOUR",
     "LEDGER_DIMENSION",
+    "SESSION_GROUPS",
+    "TOOL_ROUTE",
     "UTC",
     "BudgetCell",
     "GroupTotal",
@@ -72,13 +78,17 @@ __all__ = [
     "Row",
     "SeriesPoint",
     "SessionTotal",
+    "TableRow",
     "Totals",
     "budget_costs",
     "cursor_position",
     "recent_costs",
     "run_rollups",
+    "session_table",
     "spend_breakdown",
     "spend_series",
+    "spend_table",
+    "tool_of",
     "top_keys",
     "top_sessions",
     "totals",

@@ -42,7 +42,15 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from telemetry.models import RollupCursor, SessionAgent, SessionRollup, SpendRollup, UsageRecord
-from telemetry.rollups.common import CELL_DIMENSIONS, COUNTS, CURSOR, HORIZON
+from telemetry.rollups.common import (
+    CELL_DIMENSIONS,
+    COUNTS,
+    CURSOR,
+    HORIZON,
+    MODEL_LENGTH,
+    TOOL_MODEL_PREFIX,
+    TOOL_ROUTE,
+)
 
 BATCH_ROWS = 500_000
 BATCH_WORK_MEM = "256MB"
@@ -170,6 +178,20 @@ def _utc_sql(column: str) -> dict[str, str]:
     raise NotImplementedError(f"rollups support PostgreSQL and SQLite, not {connection.vendor}")
 
 
+def _model_sql(c: dict[str, str]) -> str:
+    """The cell's model: the served one, or mcp:<server>/<tool> for an MCP tool call (the
+    constants are ours; || concatenates on both databases)."""
+    tool = (
+        f"SUBSTR('{TOOL_MODEL_PREFIX}' || {c['tool_server']} || '/' || {c['tool_name']}, 1, "
+        f"{MODEL_LENGTH})"
+    )
+    served = (
+        f"COALESCE(NULLIF({c['served_model']}, ''), NULLIF({c['routed_model']}, ''),"
+        f" {c['requested_model']})"
+    )
+    return f"CASE WHEN {c['route']} = '{TOOL_ROUTE}' THEN {tool} ELSE {served} END"
+
+
 def _ledger_sql() -> dict[str, str]:
     """Ledger columns in rollup shape, as SQL: NULL ids become 0, the model is the served one."""
     c = _columns(UsageRecord)
@@ -178,10 +200,7 @@ def _ledger_sql() -> dict[str, str]:
         "team_id": f"COALESCE({c['team_id']}, 0)",
         "project_id": f"COALESCE({c['project_id']}, 0)",
         "key_id": f"COALESCE({c['key_id']}, 0)",
-        "model": (
-            f"COALESCE(NULLIF({c['served_model']}, ''), NULLIF({c['routed_model']}, ''),"
-            f" {c['requested_model']})"
-        ),
+        "model": _model_sql(c),
         "provider": c["provider"],
         "routed_model": c["routed_model"],
         "parent_key_id": f"COALESCE({c['parent_key_id']}, 0)",

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.db.models import Count, F, Q, Sum, Value
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, Concat, NullIf, Substr
 
 from governance.money import micros_to_usd
 from telemetry.models import RollupCursor
@@ -52,17 +52,42 @@ Row = Mapping[str, Any]
 # --- reading the ledger in rollup shape ------------------------------------------------------
 
 
+# MCP tool calls (route "mcp.tool") are cells whose model is "mcp:<server>/<tool>": the spend
+# dashboard's tools breakdown reads them from the same cells as the models, with no column of
+# their own. Their provider is "mcp:<server>" and their routed model "", which is what budgets
+# match on (telemetry.ledger.spend_micros).
+TOOL_ROUTE = "mcp.tool"
+TOOL_MODEL_PREFIX = "mcp:"
+MODEL_LENGTH = 200  # SpendRollup.model
+
+
+def tool_of(model: str) -> tuple[str, str] | None:
+    """(server, tool) of a cell's model, or None when the cell is not a tool's."""
+    if not model.startswith(TOOL_MODEL_PREFIX):
+        return None
+    server, _, tool = model.removeprefix(TOOL_MODEL_PREFIX).partition("/")
+    return server, tool
+
+
 def ledger_dimensions() -> dict[str, Any]:
-    """Ledger columns as rollup dimensions: NULL ids become 0, the model is the served one."""
+    """Ledger columns as rollup dimensions: NULL ids become 0, the model is the served one
+    (for a tool call, mcp:<server>/<tool>)."""
+    tool = Substr(
+        Concat(Value(TOOL_MODEL_PREFIX), "tool_server", Value("/"), "tool_name"), 1, MODEL_LENGTH
+    )
     return {
         "d_org": Coalesce("organization_id", Value(0)),
         "d_team": Coalesce("team_id", Value(0)),
         "d_project": Coalesce("project_id", Value(0)),
         "d_key": Coalesce("key_id", Value(0)),
-        "d_model": Coalesce(
-            NullIf("served_model", Value("")),
-            NullIf("routed_model", Value("")),
-            "requested_model",
+        "d_model": Case(
+            When(route=TOOL_ROUTE, then=tool),
+            default=Coalesce(
+                NullIf("served_model", Value("")),
+                NullIf("routed_model", Value("")),
+                "requested_model",
+            ),
+            output_field=CharField(),
         ),
         "d_provider": F("provider"),
     }

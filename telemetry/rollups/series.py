@@ -74,7 +74,11 @@ def _rollup_cells(
 
 
 def _ledger_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
-    return {LEDGER_DIMENSION[name]: value for name, value in filters.items()}
+    found = {}
+    for name, value in filters.items():
+        column, _, lookup = name.partition("__")
+        found[LEDGER_DIMENSION[column] + (f"__{lookup}" if lookup else "")] = value
+    return found
 
 
 def _partial_cells(
@@ -107,12 +111,14 @@ def _partial_cells(
 
 
 def _check_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Filters by dimension: {"team": 3}, or a collection with `__in`: {"team__in": [3, 4]}."""
     checked = {}
     for name, value in (filters or {}).items():
-        column = GROUPS.get(name, name)
-        if column not in DIMENSIONS:
+        dimension, _, lookup = name.partition("__")
+        column = GROUPS.get(dimension, dimension)
+        if column not in DIMENSIONS or lookup not in ("", "in"):
             raise ValueError(f"cannot filter on {name!r}")
-        checked[column] = value
+        checked[f"{column}__in" if lookup else column] = list(value) if lookup else value
     return checked
 
 
@@ -129,8 +135,8 @@ def spend_series(
     """Spend, tokens and requests per hour or day (in `tz`) and per group, ordered by time.
 
     `start` and `end` are widened to whole hours. `filters` narrow by dimension, e.g.
-    {"team": 3}. Days in a zone whose offset is not whole hours are approximate by the offset's
-    minutes (cells are whole UTC hours).
+    {"team": 3} or {"team__in": [3, 4]}. Days in a zone whose offset is not whole hours are
+    approximate by the offset's minutes (cells are whole UTC hours).
     """
     groups = [group_by] if group_by is not None else []
     key = group_by or ""

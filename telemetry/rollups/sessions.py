@@ -5,7 +5,7 @@ ledger rows not rolled up yet.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,8 +33,10 @@ def top_sessions(
     limit: int = 10,
     team_id: int | None = None,
     key_id: int | None = None,
+    team_ids: Collection[int] | None = None,
 ) -> list[SessionTotal]:
-    """The Claude Code sessions that cost most on the UTC days [start, end) touches.
+    """The Claude Code sessions that cost most on the UTC days [start, end) touches
+    (`team_ids`: of these teams only, as a team lead sees them).
 
     Sessions with rows not rolled up yet are read from the ledger and merged, so the ranking is
     exact without reading more than `limit` sessions from the rollups.
@@ -44,6 +46,8 @@ def top_sessions(
     scope: dict[str, Any] = {"organization_id": organization_id}
     if team_id is not None:
         scope["team_id"] = team_id
+    if team_ids is not None:
+        scope["team_id__in"] = list(team_ids)
     if key_id is not None:
         scope["key_id"] = key_id
 

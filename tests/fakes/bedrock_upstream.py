@@ -12,9 +12,7 @@ STS AssumeRole (query protocol, XML) hands out temporary keys the fake then acce
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import collections
 import datetime
 import hashlib
 import hmac
@@ -23,7 +21,6 @@ import json
 import re
 import secrets
 import struct
-import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +32,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from tests.fakes import anthropic_wire as wire
+from tests.fakes.server import FakeServer, JsonBody
+
 ACCESS_KEY = "test-access-key-id"
 SECRET_KEY = "test-secret-access-key-0123456789"
 SESSION_ACCESS_KEY = "test-session-access-key-id"
@@ -42,6 +42,7 @@ SESSION_SECRET = "test-session-secret-0123456789"
 SESSION_TOKEN = "test-session-token-0123456789/+="
 API_KEY = "test-bedrock-api-key-0123456789"
 BEDROCK_VERSION = "bedrock-2023-05-31"
+MESSAGE_ID = "msg_bdrk_fake"
 
 _AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
@@ -169,17 +170,13 @@ class Reply:
 
 
 @dataclass
-class Received:
+class Received(JsonBody):
     method: str
     raw_path: str
     model: str  # the model id, percent-decoded from the path
     action: str
     headers: dict[str, str]
     body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def _error(status: int, exception: str, message: str, request_id: str) -> web.Response:
@@ -194,10 +191,9 @@ def _error(status: int, exception: str, message: str, request_id: str) -> web.Re
 
 
 @dataclass
-class FakeBedrock:
+class FakeBedrock(FakeServer[Reply]):
     region: str = "us-east-1"
     default: Reply = field(default_factory=Reply)
-    replies: collections.deque[Reply] = field(default_factory=collections.deque)
     received: list[Received] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why each refused request was refused
     assumed_roles: list[dict[str, str]] = field(default_factory=list)
@@ -209,33 +205,16 @@ class FakeBedrock:
     )
     api_keys: set[str] = field(default_factory=lambda: {API_KEY})
     sts_lifetime: datetime.timedelta = datetime.timedelta(hours=1)
-    port: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    thread_name = "fake-bedrock"
 
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/", self._sts)
+        app.router.add_post("/model/{tail:.+}", self._bedrock)
 
     def _request_id(self) -> str:
         return f"fake-bedrock-request-{next(self._ids)}"
-
-    def _usage(self, reply: Reply) -> dict[str, Any]:
-        return {
-            "input_tokens": reply.input_tokens,
-            "output_tokens": reply.output_tokens,
-            "cache_creation_input_tokens": reply.cache_write_5m + reply.cache_write_1h,
-            "cache_read_input_tokens": reply.cache_read,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": reply.cache_write_5m,
-                "ephemeral_1h_input_tokens": reply.cache_write_1h,
-            },
-        }
 
     # --- authentication -------------------------------------------------------------------
 
@@ -282,7 +261,7 @@ class FakeBedrock:
             body,
         )
         self.received.append(received)
-        reply = self.replies.popleft() if self.replies else self.default
+        reply = self.next_reply()
         if match["action"] == "count-tokens":
             return self._count_tokens(received, reply, request_id)
         return await self._answer(request, received, reply, request_id)
@@ -329,16 +308,7 @@ class FakeBedrock:
     async def _invoke(
         self, request: web.Request, reply: Reply, request_id: str
     ) -> web.StreamResponse:
-        message = {
-            "id": "msg_bdrk_fake",
-            "type": "message",
-            "role": "assistant",
-            "model": reply.model,
-            "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": self._usage(reply),
-        }
+        message = wire.message(MESSAGE_ID, reply.model, reply.text, wire.usage(reply))
         headers = {
             "x-amzn-RequestId": request_id,
             "x-amzn-bedrock-input-token-count": str(reply.input_tokens),
@@ -360,79 +330,28 @@ class FakeBedrock:
             return response
         return web.json_response(message, headers=headers)
 
-    def _events(self, reply: Reply) -> list[bytes]:
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": "msg_bdrk_fake",
-                "type": "message",
-                "role": "assistant",
-                "model": reply.model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {**self._usage(reply), "output_tokens": 1},
-            },
-        }
-        frames = [
-            chunk_message(start),
-            chunk_message(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                }
-            ),
-        ]
-        words = reply.text.split(" ")
-        per_delta = max(1, len(words) // reply.deltas)
-        for sent, i in enumerate(range(0, len(words), per_delta)):
+    @staticmethod
+    def _events(reply: Reply) -> list[bytes]:
+        opening = wire.opening_events(MESSAGE_ID, reply.model, wire.usage(reply), ping=False)
+        frames = [chunk_message(event) for event in opening]
+        for sent, piece in enumerate(wire.text_pieces(reply.text, reply.deltas)):
             if reply.exception_after is not None and sent == reply.exception_after:
                 frames.append(exception_message(reply.error_type, reply.error_message))
                 return frames
             if reply.drop_after is not None and sent == reply.drop_after:
                 frames.append(b"DROP")
                 return frames
-            piece = " ".join(words[i : i + per_delta])
-            frames.append(
-                chunk_message(
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": piece if i == 0 else " " + piece},
-                    }
-                )
-            )
-            # A cumulative usage update mid-stream: a relay must overwrite, never add.
-            frames.append(
-                chunk_message(
-                    {"type": "message_delta", "delta": {}, "usage": {"output_tokens": sent + 1}}
-                )
-            )
-        frames += [
-            chunk_message({"type": "content_block_stop", "index": 0}),
-            chunk_message(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": reply.output_tokens},
-                }
-            ),
-            chunk_message(
-                {
-                    "type": "message_stop",
-                    "amazon-bedrock-invocationMetrics": {
-                        "inputTokenCount": reply.input_tokens,
-                        "outputTokenCount": reply.output_tokens,
-                        "invocationLatency": 120,
-                        "firstByteLatency": 40,
-                        "cacheReadInputTokenCount": reply.cache_read,
-                        "cacheWriteInputTokenCount": reply.cache_write_5m + reply.cache_write_1h,
-                    },
-                }
-            ),
-        ]
-        return frames
+            frames += [chunk_message(event) for event in wire.delta_events(sent, piece)]
+        *closing, stop = wire.closing_events(reply.output_tokens)
+        stop["amazon-bedrock-invocationMetrics"] = {
+            "inputTokenCount": reply.input_tokens,
+            "outputTokenCount": reply.output_tokens,
+            "invocationLatency": 120,
+            "firstByteLatency": 40,
+            "cacheReadInputTokenCount": reply.cache_read,
+            "cacheWriteInputTokenCount": reply.cache_write_5m + reply.cache_write_1h,
+        }
+        return frames + [chunk_message(event) for event in [*closing, stop]]
 
     async def _stream(
         self, request: web.Request, reply: Reply, request_id: str
@@ -492,35 +411,3 @@ class FakeBedrock:
   <ResponseMetadata><RequestId>{self._request_id()}</RequestId></ResponseMetadata>
 </AssumeRoleResponse>"""
         return web.Response(text=xml, content_type="text/xml")
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> FakeBedrock:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/", self._sts)
-            app.router.add_post("/model/{tail:.+}", self._bedrock)
-            self._runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-bedrock")
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)

@@ -28,7 +28,6 @@ stream.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import threading
 import time
@@ -36,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, JsonBody
 
 CHARS_PER_TOKEN = 4
 TOOL_TRIGGER = "call tool "
@@ -74,15 +75,11 @@ class Reply:
 
 
 @dataclass
-class Received:
+class Received(JsonBody):
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 # --- the script ----------------------------------------------------------------------------
@@ -183,28 +180,26 @@ def check_messages(messages: list[dict[str, Any]]) -> str | None:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[Reply]):
     api_key: str | None = "sk-fake-openai-0123456789abcdef"
     default: Reply = field(default_factory=Reply)
     models: list[str] = field(default_factory=lambda: ["gpt-4o-mini", "llama-3.3-70b-versatile"])
     max_tokens_limit: int | None = None
     gate: threading.Event = field(default_factory=threading.Event)
     received: list[Received] = field(default_factory=list)
-    replies: collections.deque[Reply] = field(default_factory=collections.deque)
     cancelled: int = 0
-    port: int = 0
     _calls: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+
+    thread_name = "fake-openai"
 
     @property
     def base_url(self) -> str:
         """As OpenAI clients take it: with /v1."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
 
     @property
     def chat_requests(self) -> list[dict[str, Any]]:
@@ -255,7 +250,7 @@ class FakeOpenAI:
         self._record(request, body)
         if not self._authorized(request):
             return self._refused_key()
-        reply = self.replies.popleft() if self.replies else self.default
+        reply = self.next_reply()
         try:
             payload = json.loads(body)
         except json.JSONDecodeError:
@@ -323,38 +318,6 @@ class FakeOpenAI:
             self.cancelled += 1
             raise
         return response
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/chat/completions", self._completions)
-            app.router.add_get("/v1/models", self._models)
-            self._runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
 
 
 @dataclass

@@ -23,18 +23,22 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.fakes import anthropic_wire as wire
+from tests.fakes.server import FakeServer, JsonBody
+
 VERTEX_VERSION = "vertex-2023-10-16"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # google-auth always addresses the assertion to Google's token endpoint, wherever it posts it.
 GOOGLE_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"
+MESSAGE_ID = "msg_vrtx_fake"
+OVERLOADED = {"type": "overloaded_error", "message": "Overloaded"}  # the error event mid-stream
 PREDICT_PATH = re.compile(
     r"(?P<prefix>.*)/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
     r"/publishers/(?P<publisher>[^/]+)/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)"
@@ -68,7 +72,7 @@ class Reply:
 
 
 @dataclass
-class Received:
+class Received(JsonBody):
     path: str
     raw_path: str  # as it came on the wire, before percent-decoding
     headers: dict[str, str]
@@ -78,17 +82,12 @@ class Received:
     model: str
     method: str
 
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
 
 @dataclass
-class FakeVertex:
+class FakeVertex(FakeServer[Reply]):
     project: str = "fake-project"
     expires_in: int = 3600  # what the token endpoint says its tokens live
     default: Reply = field(default_factory=Reply)
-    replies: collections.deque[Reply] = field(default_factory=collections.deque)
     received: list[Received] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why requests were refused
     token_requests: int = 0
@@ -100,23 +99,23 @@ class FakeVertex:
     # gate_opened records, per held request, whether the test opened the gate in time.
     token_gate: threading.Event | None = None
     gate_opened: list[bool] = field(default_factory=list)
-    port: int = 0
     _valid: set[str] = field(default_factory=set)
     _keys: dict[str, rsa.RSAPublicKey] = field(default_factory=dict)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    thread_name = "fake-vertex"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/token", self._token)
+        app.router.add_post("/{tail:.*}", self._predict)
+
+    def stop(self) -> None:
+        if self.token_gate is not None:
+            self.token_gate.set()  # a held token request must not keep the loop from stopping
+        super().stop()
 
     @property
     def token_uri(self) -> str:
         return f"{self.base_url}/token"
-
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
 
     def revoke_tokens(self) -> None:
         self._valid.clear()
@@ -243,7 +242,7 @@ class FakeVertex:
         if isinstance(outcome, web.Response):
             return outcome
         self.received.append(outcome)
-        reply = self.replies.popleft() if self.replies else self.default
+        reply = self.next_reply()
         payload = outcome.json
         if reply.status != 200:
             return _error_reply(reply)
@@ -251,43 +250,9 @@ class FakeVertex:
             return web.json_response({"input_tokens": reply.input_tokens})
         model = reply.model or outcome.model
         if outcome.method == "rawPredict":
-            return web.json_response(_message(reply, model))
+            return web.json_response(wire.message(MESSAGE_ID, model, reply.text, wire.usage(reply)))
         assert payload["stream"] is True
         return await _stream(request, reply, model)
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> FakeVertex:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/token", self._token)
-            app.router.add_post("/{tail:.*}", self._predict)
-            self._runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-vertex")
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self.token_gate is not None:
-            self.token_gate.set()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
 
 
 # --- wire format -------------------------------------------------------------------------------
@@ -344,75 +309,9 @@ def _error_reply(reply: Reply) -> web.Response:
     return web.json_response([error] if reply.error_as_list else error, status=reply.status)
 
 
-def _usage(reply: Reply) -> dict[str, Any]:
-    return {
-        "input_tokens": reply.input_tokens,
-        "output_tokens": reply.output_tokens,
-        "cache_creation_input_tokens": reply.cache_write_5m + reply.cache_write_1h,
-        "cache_read_input_tokens": reply.cache_read,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": reply.cache_write_5m,
-            "ephemeral_1h_input_tokens": reply.cache_write_1h,
-        },
-    }
-
-
-def _message(reply: Reply, model: str) -> dict[str, Any]:
-    return {
-        "id": "msg_vrtx_fake",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": _usage(reply),
-    }
-
-
 async def _stream(request: web.Request, reply: Reply, model: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await response.prepare(request)
-
-    async def event(name: str, data: dict[str, Any]) -> None:
-        await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-
-    start = {**_message(reply, model), "content": [], "stop_reason": None}
-    start["usage"] = {**_usage(reply), "output_tokens": 1}
-    await event("message_start", {"type": "message_start", "message": start})
-    block = {"type": "text", "text": ""}
-    await event(
-        "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
-    )
-    await event("ping", {"type": "ping"})
-    words = reply.text.split(" ")
-    per_delta = max(1, len(words) // reply.deltas)
-    for sent, i in enumerate(range(0, len(words), per_delta)):
-        if reply.stream_error_after is not None and sent == reply.stream_error_after:
-            error = {"type": "overloaded_error", "message": "Overloaded"}
-            await event("error", {"type": "error", "error": error})
-            return response
-        if reply.drop_after is not None and sent == reply.drop_after:
-            assert request.transport is not None
-            request.transport.abort()
-            return response
-        chunk = " ".join(words[i : i + per_delta])
-        delta = {"type": "text_delta", "text": chunk if i == 0 else " " + chunk}
-        await event(
-            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-        )
-        await event(
-            "message_delta",
-            {"type": "message_delta", "delta": {}, "usage": {"output_tokens": sent + 1}},
-        )
-    await event("content_block_stop", {"type": "content_block_stop", "index": 0})
-    await event(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": reply.output_tokens},
-        },
-    )
-    await event("message_stop", {"type": "message_stop"})
+    start = (MESSAGE_ID, model, wire.usage(reply))
+    await wire.stream_text(request, response, start=start, script=reply, error=OVERLOADED)
     return response

@@ -271,6 +271,8 @@ def test_admin_save_is_audited_with_the_user_as_actor(admin_client, admin_user):
             "budgets-0-period": "month",
             "budgets-0-alert_thresholds": "50, 80, 100",
             "budgets-0-on_exhaust": "block",
+            "idp_group_roles-TOTAL_FORMS": "0",
+            "idp_group_roles-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302, response.content.decode()[:3000]

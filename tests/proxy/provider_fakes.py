@@ -1,10 +1,13 @@
-"""Alternative providers behind a real gateway, for the end-to-end tests of issue 9.
+"""Alternative providers behind a real gateway, for the end-to-end tests of issue 9, and the
+harness the adapters' own tests (test_bedrock, test_vertex, test_openai_provider) share.
 
 The project's fakes of AWS Bedrock (SigV4 verified, binary event stream), Google Vertex AI
 (its own token endpoint, bearer tokens, URL shape) and an OpenAI-compatible server, started
 together on 127.0.0.1; the governance rows that route to them (made through the services, as
 the admin and apply_config make them); and what the tests read back (budget counters in the
-gateway, ledger rows).
+gateway, ledger rows). For an adapter on its own: a hand-moved clock, a one-deployment target,
+a Claude Code-like Messages call, the body or stream of an answer with the tally fed as the
+gateway feeds it, and a run through the forwarding code.
 
 Nothing here may reach a cloud: the machine's AWS and Google settings are hidden (no
 credential files, no metadata servers), and every provider's base_url is a fake.
@@ -17,22 +20,33 @@ import datetime as dt
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import orjson
 import pytest
 from google.auth.compute_engine import _metadata
 
 from governance.models import Budget, Deployment, ModelPrice, ModelRoute, Provider
 from governance.periods import window
+from governance.policy import ProviderConfig, RouteTarget
 from governance.services import common, prices, providers
 from proxy import runtime as proxy_runtime
+from proxy.asgi import Message
+from proxy.forwarding import Outcome, forward
 from proxy.health import State, deployment_id
+from proxy.metering import UsageTally
+from proxy.providers.base import Provider as ProviderAdapter
+from proxy.providers.base import UpstreamCall
+from proxy.upstream import UpstreamResponse
 from tests.fakes.bedrock_upstream import ACCESS_KEY, SECRET_KEY, FakeBedrock
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.vertex_upstream import FakeVertex
 from tests.proxy.conftest import ACTOR, GatewayServer
+
+ReplyT = TypeVar("ReplyT")
 
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-6-v1:0"
 VERTEX_MODEL = "claude-sonnet-4-6"
@@ -58,6 +72,13 @@ class Clouds:
 
 def isolate_cloud_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Nothing of the machine's AWS or Google setup, and no metadata server is ever asked."""
+    isolate_aws_credentials(monkeypatch, tmp_path)
+    isolate_google_credentials(monkeypatch, tmp_path)
+
+
+def isolate_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS_* variable, no instance metadata, and empty config and credentials files at
+    tmp_path/aws-config and tmp_path/aws-credentials (a test may write a profile there)."""
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
@@ -66,6 +87,11 @@ def isolate_cloud_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         (tmp_path / name).write_text("")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+
+
+def isolate_google_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Google credentials or project from the environment, an empty gcloud config, and
+    no check for a metadata server."""
     for name in (
         "GOOGLE_APPLICATION_CREDENTIALS",
         "GOOGLE_CLOUD_PROJECT",
@@ -81,13 +107,7 @@ def isolate_cloud_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 @contextlib.contextmanager
 def running_clouds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Clouds]:
     isolate_cloud_credentials(monkeypatch, tmp_path)
-    with contextlib.ExitStack() as stack:
-        bedrock = FakeBedrock().start()
-        stack.callback(bedrock.stop)
-        vertex = FakeVertex().start()
-        stack.callback(vertex.stop)
-        openai = FakeOpenAI().start()
-        stack.callback(openai.stop)
+    with FakeBedrock() as bedrock, FakeVertex() as vertex, FakeOpenAI() as openai:
         yield Clouds(bedrock, vertex, openai)
 
 
@@ -188,3 +208,122 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# --- an adapter on its own ----------------------------------------------------------------------
+
+
+class Clock:
+    """Monotonic seconds the test moves forward by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def route_target(config: ProviderConfig, upstream_model: str) -> RouteTarget:
+    """A route's only deployment: `config` serving `upstream_model`."""
+    return RouteTarget(provider=config, upstream_model=upstream_model, position=0, weight=1)
+
+
+def messages_call(
+    *, stream: bool = False, count: bool = False, headers: Mapping[str, str] | None = None
+) -> UpstreamCall:
+    """A short Messages request with a cached system prompt (or its count_tokens)."""
+    parsed: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 256,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    if stream:
+        parsed["stream"] = True
+    return UpstreamCall(
+        path="/v1/messages/count_tokens" if count else "/v1/messages",
+        query="beta=true",
+        body=orjson.dumps(parsed),
+        parsed=parsed,
+        headers={"anthropic-version": "2023-06-01", **(headers or {})},
+        stream=stream,
+    )
+
+
+def cached_reply(reply: Callable[..., ReplyT]) -> ReplyT:
+    """An Anthropic-shaped fake's reply with every kind of token, as assert_cached_usage expects."""
+    return reply(
+        input_tokens=31, output_tokens=17, cache_read=1200, cache_write_5m=300, cache_write_1h=80
+    )
+
+
+def assert_cached_usage(tally: UsageTally) -> None:
+    usage = tally.usage()
+    assert (usage.input_tokens, usage.output_tokens) == (31, 17)
+    assert usage.cache_read_tokens == 1200
+    assert (usage.cache_write_5m_tokens, usage.cache_write_1h_tokens) == (300, 80)
+
+
+def assert_platform_body(sent: dict[str, Any], anthropic_version: str) -> None:
+    """A Messages body as a cloud platform takes it (Bedrock, Vertex): the model and stream
+    travel in the URL, the platform's anthropic_version in the body, cache_control is kept."""
+    assert "model" not in sent and "stream" not in sent
+    assert sent["anthropic_version"] == anthropic_version
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+async def drain(response: UpstreamResponse) -> bytes:
+    try:
+        return b"".join([chunk async for chunk in response.chunks()])
+    finally:
+        await response.close()
+
+
+def json_tally(body: bytes) -> UsageTally:
+    tally = UsageTally()
+    tally.feed_json(body)
+    return tally
+
+
+async def stream_of(
+    provider: ProviderAdapter, config: RouteTarget, upstream_call: UpstreamCall
+) -> tuple[UpstreamResponse, list[bytes], UsageTally]:
+    """(response, its chunks, the tally fed chunk by chunk as the gateway feeds it)."""
+    response = await provider.send(target=config, call=upstream_call)
+    chunks = [chunk async for chunk in response.chunks()]
+    await response.close()
+    tally = UsageTally()
+    for chunk in chunks:
+        tally.feed_sse(chunk)
+    return response, chunks, tally
+
+
+class Collected:
+    """What the forwarding code sent the client: the status and the whole body."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.body = b""
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.body += message.get("body", b"")
+
+
+async def run_forward(
+    providers: dict[str, ProviderAdapter], order: list[RouteTarget], upstream_call: UpstreamCall
+) -> tuple[Outcome, Collected]:
+    """The call through the forwarding code, trying `order` in turn, as the gateway does."""
+    outcome, sent = Outcome(), Collected()
+    await forward(
+        providers=providers,
+        order=order,
+        call=upstream_call,
+        send=sent,
+        request_id="req-test",
+        extra_headers=[],
+        outcome=outcome,
+    )
+    return outcome, sent

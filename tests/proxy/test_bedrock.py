@@ -20,13 +20,13 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.session import Session
 
 from governance.policy import ProviderConfig, RouteTarget
-from proxy.forwarding import READ_ERRORS, Outcome, forward
+from proxy.forwarding import READ_ERRORS
 from proxy.metering import UsageTally
 from proxy.providers import aws_auth
 from proxy.providers.aws_auth import CredentialsUnavailable
 from proxy.providers.base import UpstreamCall
 from proxy.providers.bedrock import BedrockProvider, ProviderMisconfigured, model_url
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.upstream import UpstreamClient
 from tests.fakes.bedrock_upstream import (
     ACCESS_KEY,
     API_KEY,
@@ -38,6 +38,18 @@ from tests.fakes.bedrock_upstream import (
     Reply,
     encode_message,
 )
+from tests.proxy.provider_fakes import (
+    assert_cached_usage,
+    assert_platform_body,
+    cached_reply,
+    drain,
+    isolate_aws_credentials,
+    json_tally,
+    messages_call,
+    route_target,
+    run_forward,
+    stream_of,
+)
 
 PROFILE_ID = "us.anthropic.claude-sonnet-4-6-v1:0"
 PROFILE_ARN = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
@@ -47,24 +59,14 @@ STATIC = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}
 @pytest.fixture(autouse=True)
 def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Nothing from the machine's AWS setup, and nothing that could leave 127.0.0.1."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    (tmp_path / "aws-config").write_text("")
-    (tmp_path / "aws-credentials").write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    isolate_aws_credentials(monkeypatch, tmp_path)
     return tmp_path
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeBedrock]:
-    server = FakeBedrock().start()
-    yield server
-    server.stop()
+    with FakeBedrock() as server:
+        yield server
 
 
 @pytest.fixture
@@ -92,36 +94,14 @@ def target(
         settings=settings or {},
         credentials=STATIC if credentials is None else credentials,
     )
-    return RouteTarget(provider=config, upstream_model=model, position=0, weight=1)
+    return route_target(config, model)
 
 
 def call(*, stream: bool = False, count: bool = False, beta: str = "") -> UpstreamCall:
-    parsed: dict[str, Any] = {
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 256,
-        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
-        "messages": [{"role": "user", "content": "Say hello."}],
-    }
-    if stream:
-        parsed["stream"] = True
-    headers = {"anthropic-version": "2023-06-01", "content-type": "application/json"}
+    headers = {"content-type": "application/json"}
     if beta:
         headers["anthropic-beta"] = beta
-    return UpstreamCall(
-        path="/v1/messages/count_tokens" if count else "/v1/messages",
-        query="beta=true",
-        body=orjson.dumps(parsed),
-        parsed=parsed,
-        headers=headers,
-        stream=stream,
-    )
-
-
-async def drain(response: UpstreamResponse) -> bytes:
-    try:
-        return b"".join([chunk async for chunk in response.chunks()])
-    finally:
-        await response.close()
+    return messages_call(stream=stream, count=count, headers=headers)
 
 
 def sse_events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -135,16 +115,7 @@ def sse_events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-CACHED = Reply(
-    input_tokens=31, output_tokens=17, cache_read=1200, cache_write_5m=300, cache_write_1h=80
-)
-
-
-def assert_cached_usage(tally: UsageTally) -> None:
-    usage = tally.usage()
-    assert (usage.input_tokens, usage.output_tokens) == (31, 17)
-    assert usage.cache_read_tokens == 1200
-    assert (usage.cache_write_5m_tokens, usage.cache_write_1h_tokens) == (300, 80)
+CACHED = cached_reply(Reply)
 
 
 # --- requests and answers ------------------------------------------------------------------
@@ -155,28 +126,19 @@ async def test_json_reply_is_the_anthropic_message_with_exact_usage(fake, provid
     response = await provider.send(target=target(fake), call=call())
     body = await drain(response)
     assert (response.status, response.content_type) == (200, "application/json")
-    tally = UsageTally()
-    tally.feed_json(body)
+    tally = json_tally(body)
     assert_cached_usage(tally)
     assert tally.completed and orjson.loads(body)["content"][0]["text"] == CACHED.text
     assert (b"request-id", b"fake-bedrock-request-0") in response.headers
     received = fake.received[0]
     assert (received.model, received.action) == (PROFILE_ID, "invoke")
-    sent = received.json
-    assert "model" not in sent and "stream" not in sent
-    assert sent["anthropic_version"] == "bedrock-2023-05-31"
-    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert_platform_body(received.json, "bedrock-2023-05-31")
 
 
 async def test_stream_is_reemitted_as_anthropic_sse_with_exact_usage(fake, provider):
     fake.queue(CACHED)
-    response = await provider.send(target=target(fake), call=call(stream=True))
+    response, chunks, tally = await stream_of(provider, target(fake), call(stream=True))
     assert (response.status, response.content_type) == (200, "text/event-stream")
-    tally = UsageTally()
-    chunks = [chunk async for chunk in response.chunks()]
-    await response.close()
-    for chunk in chunks:
-        tally.feed_sse(chunk)
     assert_cached_usage(tally)
     assert tally.completed and tally.stop_reason == "end_turn"
     events = sse_events(b"".join(chunks))
@@ -502,31 +464,10 @@ async def test_a_cut_json_answer_surfaces_as_a_read_error(fake, provider):
 # --- through the forwarding code --------------------------------------------------------------
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        else:
-            self.body += message.get("body", b"")
-
-
 async def test_throttled_bedrock_fails_over_and_the_stream_is_metered_exactly(fake, provider):
     fake.queue(Reply(status=429, error_type="ThrottlingException"), CACHED)
     order = [target(fake, name="bedrock-east"), target(fake, name="bedrock-backup")]
-    outcome, sent = Outcome(), Collected()
-    await forward(
-        providers={"bedrock": provider},
-        order=order,
-        call=call(stream=True),
-        send=sent,  # type: ignore[arg-type]
-        request_id="req-test",
-        extra_headers=[],
-        outcome=outcome,
-    )
+    outcome, sent = await run_forward({"bedrock": provider}, order, call(stream=True))
     assert (sent.status, outcome.attempts, outcome.provider) == (200, 2, "bedrock-backup")
     assert_cached_usage(outcome.tally)
     assert outcome.upstream_request_id == "fake-bedrock-request-1"

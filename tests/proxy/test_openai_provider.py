@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from governance.policy import ProviderConfig, RouteTarget
-from proxy.forwarding import READ_ERRORS, Outcome, forward
+from proxy.forwarding import READ_ERRORS
 from proxy.metering import UsageTally
 from proxy.providers.base import UpstreamCall
 from proxy.providers.openai_compat import (
@@ -23,8 +23,16 @@ from proxy.providers.openai_compat import (
     endpoint_of,
 )
 from proxy.translate import ToolNames
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.upstream import UpstreamClient
 from tests.fakes.openai_upstream import FakeOpenAI, Reply, ToolCall
+from tests.proxy.provider_fakes import (
+    Clock,
+    drain,
+    json_tally,
+    route_target,
+    run_forward,
+    stream_of,
+)
 
 MODEL = "llama-3.3-70b-versatile"
 SYSTEM = [
@@ -49,19 +57,10 @@ BASH_TOOL: dict[str, Any] = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+    with FakeOpenAI() as server:
+        yield server
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def target(
         settings=settings or {},
         credentials={"api_key": (fake.api_key or "") if api_key is None else api_key},
     )
-    return RouteTarget(provider=config, upstream_model=model, position=0, weight=1)
+    return route_target(config, model)
 
 
 def call(
@@ -125,24 +124,6 @@ def call(
         headers=dict(CLIENT_HEADERS),
         stream=stream,
     )
-
-
-async def drain(response: UpstreamResponse) -> bytes:
-    try:
-        return b"".join([chunk async for chunk in response.chunks()])
-    finally:
-        await response.close()
-
-
-async def stream_of(provider: OpenAIProvider, config: RouteTarget, upstream_call: UpstreamCall):
-    """(response, its chunks, the tally fed chunk by chunk as the gateway feeds it)."""
-    response = await provider.send(target=config, call=upstream_call)
-    chunks = [chunk async for chunk in response.chunks()]
-    await response.close()
-    tally = UsageTally()
-    for chunk in chunks:
-        tally.feed_sse(chunk)
-    return response, chunks, tally
 
 
 def events(body: bytes) -> list[dict[str, Any]]:
@@ -198,8 +179,7 @@ async def test_json_reply_is_an_anthropic_message_with_exact_cached_usage(fake, 
     assert message["type"] == "message" and message["role"] == "assistant"
     assert message["content"] == [{"type": "text", "text": "Cached hello."}]
     assert (message["stop_reason"], message["model"]) == ("end_turn", MODEL)
-    tally = UsageTally()
-    tally.feed_json(body)
+    tally = json_tally(body)
     assert_cached_usage(tally)
     assert tally.completed
 
@@ -569,8 +549,7 @@ async def test_usage_with_reasoning_tokens_is_output_and_cache_is_exact_in_json(
             reasoning_tokens=480,
         )
     )
-    tally = UsageTally()
-    tally.feed_json(await drain(await provider.send(target=target(fake), call=call())))
+    tally = json_tally(await drain(await provider.send(target=target(fake), call=call())))
     usage = tally.usage()
     assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (0, 2048, 500)
 
@@ -687,38 +666,11 @@ async def test_the_fake_lists_its_models_to_a_client_with_the_key(fake):
 # --- through the forwarding code ----------------------------------------------------------
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        else:
-            self.body += message.get("body", b"")
-
-
-async def run_forward(
-    provider: OpenAIProvider, order: list[RouteTarget], upstream_call: UpstreamCall
-) -> tuple[Outcome, Collected]:
-    outcome, sent = Outcome(), Collected()
-    await forward(
-        providers={"openai-compatible": provider, "openai": provider},
-        order=order,
-        call=upstream_call,
-        send=sent,  # type: ignore[arg-type]
-        request_id="req-test",
-        extra_headers=[],
-        outcome=outcome,
-    )
-    return outcome, sent
-
-
 async def test_an_overloaded_upstream_fails_over_and_the_stream_is_metered_exactly(fake, provider):
     fake.queue(Reply(status=503), CACHED)
     order = [target(fake, name="groq"), target(fake, name="openrouter")]
-    outcome, sent = await run_forward(provider, order, call(stream=True))
+    providers = {"openai-compatible": provider, "openai": provider}
+    outcome, sent = await run_forward(providers, order, call(stream=True))
     assert (sent.status, outcome.attempts, outcome.provider) == (200, 2, "openrouter")
     assert_cached_usage(outcome.tally)
     assert outcome.tally.completed
@@ -726,6 +678,7 @@ async def test_an_overloaded_upstream_fails_over_and_the_stream_is_metered_exact
 
 async def test_a_rejected_gateway_key_reaches_the_client_as_a_gateway_error(fake, provider):
     config = target(fake, api_key="sk-wrong-0123456789abcdef")
-    _, sent = await run_forward(provider, [config], call())
+    providers = {"openai-compatible": provider, "openai": provider}
+    _, sent = await run_forward(providers, [config], call())
     assert sent.status == 502
     assert orjson.loads(sent.body)["error"]["type"] == "api_error"

@@ -13,15 +13,13 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.auth.compute_engine import _metadata
 
 from governance.policy import ProviderConfig, RouteTarget
-from proxy.forwarding import READ_ERRORS, Outcome, forward
+from proxy.forwarding import READ_ERRORS
 from proxy.metering import UsageTally
 from proxy.providers.base import UpstreamCall
 from proxy.providers.google_auth import AccessToken, TokenUnavailable
@@ -32,42 +30,35 @@ from proxy.providers.vertex import (
     predict_url,
     request_headers,
 )
-from proxy.upstream import UpstreamClient, UpstreamResponse
+from proxy.upstream import UpstreamClient
 from tests.fakes.vertex_upstream import FakeVertex, Reply
+from tests.proxy.provider_fakes import (
+    Clock,
+    assert_cached_usage,
+    assert_platform_body,
+    cached_reply,
+    drain,
+    isolate_google_credentials,
+    json_tally,
+    route_target,
+    run_forward,
+    stream_of,
+)
+from tests.proxy.provider_fakes import messages_call as call
 
 DATED_MODEL = "claude-sonnet-4-5@20250929"
-
-
-class Clock:
-    """Monotonic seconds the test moves forward by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)
 def isolated_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Nothing from the machine's Google setup, and nothing that could leave 127.0.0.1."""
-    for name in (
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "GOOGLE_CLOUD_PROJECT",
-        "GCLOUD_PROJECT",
-        "GOOGLE_CLOUD_QUOTA_PROJECT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "gcloud").mkdir()
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setattr(_metadata, "_NO_GCE_CHECK", True)  # read at import time
+    isolate_google_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeVertex]:
-    server = FakeVertex().start()
-    yield server
-    server.stop()
+    with FakeVertex() as server:
+        yield server
 
 
 @pytest.fixture
@@ -104,35 +95,7 @@ def target(
         settings={"project_id": fake.project} if settings is None else settings,
         credentials=key_of(fake) if credentials is None else credentials,
     )
-    return RouteTarget(provider=config, upstream_model=model, position=0, weight=1)
-
-
-def call(
-    *, stream: bool = False, count: bool = False, headers: Mapping[str, str] | None = None
-) -> UpstreamCall:
-    parsed: dict[str, Any] = {
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 256,
-        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
-        "messages": [{"role": "user", "content": "Say hello."}],
-    }
-    if stream:
-        parsed["stream"] = True
-    return UpstreamCall(
-        path="/v1/messages/count_tokens" if count else "/v1/messages",
-        query="beta=true",
-        body=orjson.dumps(parsed),
-        parsed=parsed,
-        headers={"anthropic-version": "2023-06-01", **(headers or {})},
-        stream=stream,
-    )
-
-
-async def drain(response: UpstreamResponse) -> bytes:
-    try:
-        return b"".join([chunk async for chunk in response.chunks()])
-    finally:
-        await response.close()
+    return route_target(config, model)
 
 
 async def send_ok(provider: VertexProvider, config: RouteTarget) -> bytes:
@@ -146,16 +109,7 @@ def bearer_tokens(fake: FakeVertex) -> list[str]:
     return [r.headers["Authorization"].removeprefix("Bearer ") for r in fake.received]
 
 
-CACHED = Reply(
-    input_tokens=31, output_tokens=17, cache_read=1200, cache_write_5m=300, cache_write_1h=80
-)
-
-
-def assert_cached_usage(tally: UsageTally) -> None:
-    usage = tally.usage()
-    assert (usage.input_tokens, usage.output_tokens) == (31, 17)
-    assert usage.cache_read_tokens == 1200
-    assert (usage.cache_write_5m_tokens, usage.cache_write_1h_tokens) == (300, 80)
+CACHED = cached_reply(Reply)
 
 
 # --- requests and answers ------------------------------------------------------------------
@@ -166,8 +120,7 @@ async def test_json_reply_is_the_anthropic_message_with_exact_usage(fake, provid
     response = await provider.send(target=target(fake, model=DATED_MODEL), call=call())
     body = await drain(response)
     assert (response.status, response.content_type) == (200, "application/json; charset=utf-8")
-    tally = UsageTally()
-    tally.feed_json(body)
+    tally = json_tally(body)
     assert_cached_usage(tally)
     assert tally.completed and tally.model == DATED_MODEL
     received = fake.received[0]
@@ -177,21 +130,13 @@ async def test_json_reply_is_the_anthropic_message_with_exact_usage(fake, provid
         "rawPredict",
     )
     assert received.raw_path.endswith(f"/models/{DATED_MODEL}:rawPredict")  # '@' as is
-    sent = received.json
-    assert "model" not in sent and "stream" not in sent
-    assert sent["anthropic_version"] == "vertex-2023-10-16"
-    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert_platform_body(received.json, "vertex-2023-10-16")
 
 
 async def test_stream_is_anthropic_sse_with_exact_usage(fake, provider):
     fake.queue(CACHED)
-    response = await provider.send(target=target(fake), call=call(stream=True))
+    response, chunks, tally = await stream_of(provider, target(fake), call(stream=True))
     assert (response.status, response.content_type) == (200, "text/event-stream")
-    tally = UsageTally()
-    chunks = [chunk async for chunk in response.chunks()]
-    await response.close()
-    for chunk in chunks:
-        tally.feed_sse(chunk)
     assert_cached_usage(tally)
     assert tally.completed and tally.stop_reason == "end_turn"
     assert b"".join(chunks).startswith(b"event: message_start\n")
@@ -563,38 +508,10 @@ def test_a_redirect_is_an_api_error():
 # --- through the forwarding code --------------------------------------------------------------
 
 
-class Collected:
-    def __init__(self) -> None:
-        self.status = 0
-        self.body = b""
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        else:
-            self.body += message.get("body", b"")
-
-
-async def run_forward(
-    provider: VertexProvider, order: list[RouteTarget], upstream_call: UpstreamCall
-) -> tuple[Outcome, Collected]:
-    outcome, sent = Outcome(), Collected()
-    await forward(
-        providers={"vertex": provider},
-        order=order,
-        call=upstream_call,
-        send=sent,  # type: ignore[arg-type]
-        request_id="req-test",
-        extra_headers=[],
-        outcome=outcome,
-    )
-    return outcome, sent
-
-
 async def test_exhausted_quota_fails_over_and_the_stream_is_metered_exactly(fake, provider):
     fake.queue(Reply(status=429, google_status="RESOURCE_EXHAUSTED"), CACHED)
     order = [target(fake, name="vertex-east"), target(fake, name="vertex-global", region="global")]
-    outcome, sent = await run_forward(provider, order, call(stream=True))
+    outcome, sent = await run_forward({"vertex": provider}, order, call(stream=True))
     assert (sent.status, outcome.attempts, outcome.provider) == (200, 2, "vertex-global")
     assert_cached_usage(outcome.tally)
     assert [r.location for r in fake.received] == ["us-east5", "global"]
@@ -602,6 +519,6 @@ async def test_exhausted_quota_fails_over_and_the_stream_is_metered_exactly(fake
 
 async def test_a_credential_refusal_reaches_the_client_as_a_gateway_error(fake, provider):
     fake.queue(Reply(status=403, google_status="PERMISSION_DENIED"))
-    _, sent = await run_forward(provider, [target(fake)], call())
+    _, sent = await run_forward({"vertex": provider}, [target(fake)], call())
     assert sent.status == 502
     assert orjson.loads(sent.body)["error"]["type"] == "api_error"

@@ -1,0 +1,1 @@
+"""The API's viewsets, one module per area (routers.py registers them)."""
