@@ -40,7 +40,8 @@ FOREIGN_SCOPE_TYPES = ("seat_tier", "organization_service", "usage_tier")
 ID_PREFIX = "spl_"
 MICROS_PER_CENT = 10_000
 CURRENCY = "USD"
-_CENTS = re.compile(r"[0-9]{1,15}")
+# At most 14 digits: the micro-dollars of the largest fit a 64-bit integer column.
+_CENTS = re.compile(r"[0-9]{1,14}")
 
 Owner = Organization | Team | Project | VirtualKey
 

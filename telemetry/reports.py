@@ -82,6 +82,8 @@ class ReportQuery:
 def _values(params: Any, name: str) -> list[str]:
     """Every value of `name`, repeated, bracketed (`name[]`) or comma-separated."""
     raw = [*params.getlist(name), *params.getlist(f"{name}[]")]
+    if any("\x00" in value for value in raw):
+        raise ReportError(f"{name}: contains a NUL character")  # no database stores one
     return [part.strip() for value in raw for part in value.split(",") if part.strip()]
 
 
@@ -346,8 +348,7 @@ def rows(query: ReportQuery, lines: Sequence[ReportLine], metric: str) -> list[d
     for line in lines:
         row: dict[str, Any] = {}
         if query.granularity:
-            bucket = line.row.bucket
-            row["bucket_start"] = bucket.isoformat() if bucket is not None else None
+            row["bucket_start"] = _bucket_start(line.row.bucket)
         groups = dict(zip(query.dimensions, line.row.groups, strict=True))
         if "organization" in groups:
             groups["organization"] = line.organization_id
@@ -360,6 +361,15 @@ def rows(query: ReportQuery, lines: Sequence[ReportLine], metric: str) -> list[d
                 row[metric_name] = int(getattr(line.row, metric_name))
         result.append(row)
     return result
+
+
+def _bucket_start(bucket: dt.datetime | dt.date | None) -> str | None:
+    """ISO 8601 with its offset; a session line's UTC day as its midnight."""
+    if bucket is None:
+        return None
+    if not isinstance(bucket, dt.datetime):
+        bucket = dt.datetime.combine(bucket, dt.time(0), tzinfo=dt.UTC)
+    return bucket.isoformat()
 
 
 def _names(query: ReportQuery, lines: Sequence[ReportLine]) -> names_module.Names:

@@ -25,7 +25,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != SCHEME.lower().encode():
             return None  # no token: let the session (or nothing) authenticate
-        if len(parts) != 2:  # noqa: PLR2004 (scheme and token)
+        if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Authorization: Bearer <API token>")
         try:
             secret = parts[1].decode()
@@ -40,4 +40,3 @@ class ApiTokenAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # Makes unauthenticated requests answer 401 with a challenge, not 403.
         return f'{SCHEME} realm="api"'
-

@@ -10,13 +10,16 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django_filters.rest_framework import FilterSet
 from drf_spectacular.utils import extend_schema_field
+
+__all__ = ["FilterSet", "IdFilter", "revoked_filter"]
 
 BIGINT_MAX = 2**63 - 1
 
 
 @extend_schema_field({"type": "integer", "minimum": 1, "maximum": BIGINT_MAX})
-class IdFilter(django_filters.NumberFilter):  # type: ignore[misc]  # django-filter is untyped
+class IdFilter(django_filters.Filter):
     """An object's id (a positive bigint); anything else is a 400."""
 
     field_class = forms.IntegerField
@@ -25,10 +28,6 @@ class IdFilter(django_filters.NumberFilter):  # type: ignore[misc]  # django-fil
         kwargs.setdefault("min_value", 1)
         kwargs.setdefault("max_value", BIGINT_MAX)
         super().__init__(field_name=field_name, **kwargs)
-
-
-class FilterSet(django_filters.rest_framework.FilterSet):  # type: ignore[misc]
-    """Base of the API's filter sets (one place for the type: django-filter ships none)."""
 
 
 def revoked_filter(field_name: str = "revoked_at") -> django_filters.BooleanFilter:

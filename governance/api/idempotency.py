@@ -52,6 +52,13 @@ def _key(request: Request) -> str | None:
     return key
 
 
+def _user_id(request: Request) -> int:
+    pk = request.user.pk
+    if pk is None:  # the permission classes let no anonymous request this far
+        raise exceptions.NotAuthenticated()
+    return int(pk)
+
+
 def _without_secret(data: Any) -> Any:
     if isinstance(data, dict) and "secret" in data:
         return {**data, "secret": None, "secret_withheld": True}
@@ -59,7 +66,7 @@ def _without_secret(data: Any) -> Any:
 
 
 def _replay(request: Request, key: str, fingerprint: str) -> Response | None:
-    mine = IdempotencyRecord.objects.filter(user_id=request.user.pk, key=key)
+    mine = IdempotencyRecord.objects.filter(user_id=_user_id(request), key=key)
     mine.filter(created_at__lt=timezone.now() - WINDOW).delete()
     record = mine.first()
     if record is None:
@@ -73,7 +80,7 @@ def _remember(request: Request, key: str, fingerprint: str, response: Response) 
     now = timezone.now()
     IdempotencyRecord.objects.filter(created_at__lt=now - WINDOW).delete()
     IdempotencyRecord.objects.create(
-        user_id=request.user.pk,
+        user_id=_user_id(request),
         key=key,
         request_hash=fingerprint,
         status_code=response.status_code,

@@ -32,7 +32,10 @@ def _unstorable(value: Any) -> str | None:
 
 class StrictJSONParser(JSONParser):
     def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         data = super().parse(stream, media_type, parser_context)
         problem = _unstorable(data)

@@ -45,13 +45,13 @@ class ServiceAutoSchema(AutoSchema):
         serializer_for = getattr(self.view, "serializer_for", None)
         if serializer_for is None:
             return super().get_request_serializer()
-        return serializer_for(self.view.action, self.method, "request")
+        return serializer_for(getattr(self.view, "action", None), self.method, "request")
 
     def get_response_serializers(self) -> Any:
         serializer_for = getattr(self.view, "serializer_for", None)
         if serializer_for is None:
             return super().get_response_serializers()
-        return serializer_for(self.view.action, self.method, "response")
+        return serializer_for(getattr(self.view, "action", None), self.method, "response")
 
     def _is_detail(self) -> bool:
         return "{" in self.path
@@ -128,7 +128,7 @@ class ServiceAutoSchema(AutoSchema):
         return errors
 
 
-class ApiTokenScheme(OpenApiAuthenticationExtension):
+class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """`Authorization: Bearer <API token>` in the schema's security schemes."""
 
     target_class = "governance.api.authentication.ApiTokenAuthentication"

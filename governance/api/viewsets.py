@@ -98,7 +98,9 @@ class ReadViewSet(GenericViewSet[Any]):
         return found or self.output_serializer
 
     def represent(self, obj: Any) -> dict[str, Any]:
-        data: dict[str, Any] = self.output_serializer(obj, context=self.get_serializer_context()).data
+        data: dict[str, Any] = self.output_serializer(
+            obj, context=self.get_serializer_context()
+        ).data
         return data
 
     def with_etag(self, data: dict[str, Any], status_code: int = status.HTTP_200_OK) -> Response:

@@ -22,9 +22,7 @@ def team_ceiling(budget: Budget) -> Budget | None:
     candidates = Budget.objects.filter(team_id=key.team_id, period=budget.period)
     # JSON equality is not portable across databases: the team's few rows are compared here.
     covering = [
-        row
-        for row in candidates
-        if (row.model_patterns, row.provider_names) in (filters, ([], []))
+        row for row in candidates if (row.model_patterns, row.provider_names) in (filters, ([], []))
     ]
     return min(covering, key=lambda row: row.amount_micros, default=None)
 

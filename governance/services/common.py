@@ -27,8 +27,10 @@ def save_instance(instance: M, *, actor: Actor, note: str = "", verb: str = "") 
     with transaction.atomic():
         before = None
         if instance.pk is not None:
+            # No ordering: a default ordering across a nullable foreign key makes an outer
+            # join, which PostgreSQL refuses to lock FOR UPDATE.
             stored = type(instance)._default_manager.select_for_update().filter(pk=instance.pk)
-            current = stored.first()
+            current = stored.order_by().first()
             before = audit.snapshot(current) if current is not None else None
         instance.full_clean()
         if before is not None and before == audit.snapshot(instance):

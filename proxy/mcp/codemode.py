@@ -79,7 +79,7 @@ from proxy.mcp import sandbox
 from proxy.mcp.sandbox import Limits
 from proxy.mcp.toolstubs import RESULT_DOC, ToolStub, build_stubs, find
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("gateway.mcp")
 
 ToolResult = Mapping[str, Any]  # an MCP CallToolResult as JSON: content, structuredContent, isError
 CallTool = Callable[[str, dict[str, Any]], Awaitable[Any]]  # a ToolResult, or an SDK model of one

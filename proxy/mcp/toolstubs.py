@@ -242,7 +242,8 @@ def _parameters(schema: Mapping[str, Any]) -> str:
         elif isinstance(prop, Mapping) and "default" in prop:
             parts.append(f"{name}: {annotation} = {prop['default']!r}")
         else:
-            optional = annotation if annotation in ("Any", "None") else f"{annotation} | None"
+            nullable = annotation == "Any" or "None" in annotation.split(" | ")
+            optional = annotation if nullable else f"{annotation} | None"
             parts.append(f"{name}: {optional} = None")
     return "*, " + ", ".join(parts)
 
@@ -272,7 +273,16 @@ def _unique(identifier: str, taken: set[str]) -> str:
 
 
 def _canonical(schema: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(dict(schema), default=_plain, option=orjson.OPT_SORT_KEYS)
+
+
+def _plain(value: Any) -> Any:
+    """JSON data for what orjson does not take as is (a read-only mapping, a tuple subclass)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"not JSON data: {type(value).__name__}")
 
 
 @functools.lru_cache(maxsize=1024)

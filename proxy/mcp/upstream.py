@@ -32,6 +32,7 @@ from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.message import SessionMessage
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from governance import outbound, policy
 from governance.policy import McpServerConfig
@@ -190,7 +191,8 @@ class UpstreamConnection:
                 ) as client:
                     connected_at = time.monotonic()
                     self._connected(client, lost)
-                    await _first_of(self._closing, lost)
+                    async with self._listening(client, lost):
+                        await _first_of(self._closing, lost)
             except Exception as exc:
                 if connected_at is None:
                     self._failed(exc)
@@ -207,6 +209,39 @@ class UpstreamConnection:
                 await asyncio.wait_for(self._closing.wait(), delay)
             delay = min(delay * 2, MAX_BACKOFF_SECONDS)
         self._reject(UpstreamUnavailable(f'MCP server "{self.name}" is shut down'))
+
+    @contextlib.asynccontextmanager
+    async def _listening(self, client: Client, lost: asyncio.Event) -> AsyncIterator[None]:
+        """A 2026-07-28 server tells of list changes only on a `subscriptions/listen`
+        stream (a legacy one on its session's stream, see _on_message)."""
+        capabilities = client.server_capabilities.tools
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS or not (
+            capabilities and capabilities.list_changed
+        ):
+            yield
+            return
+        listener = asyncio.create_task(self._listen(client, lost), name=f"mcp-listen-{self.name}")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, client: Client, lost: asyncio.Event) -> None:
+        delay = INITIAL_BACKOFF_SECONDS
+        while not lost.is_set():
+            try:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    delay = INITIAL_BACKOFF_SECONDS
+                    async for _event in subscription:
+                        self.invalidate_tools()
+                        self._on_tools_changed(self.name)
+            except Exception as exc:  # the stream dropped: listen again (no replay: re-list)
+                logger.debug("MCP server %s: listen stream ended (%s)", self.name, exc)
+            self.invalidate_tools()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
     def _connected(self, client: Client, lost: asyncio.Event) -> None:
         self._client, self._lost = client, lost

@@ -226,6 +226,8 @@ def query_list(request: Request, name: str) -> list[str]:
     """A list parameter sent as `name[]=a&name[]=b` (Anthropic's SDKs), `name=a&name=b` or
     `name=a,b`."""
     values = [*request.query_params.getlist(f"{name}[]"), *request.query_params.getlist(name)]
+    if any("\x00" in value for value in values):
+        raise AdminApiError(400, f"{name}: contains a NUL character")  # no database stores one
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 

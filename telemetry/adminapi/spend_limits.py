@@ -43,6 +43,7 @@ from telemetry.adminapi.base import (
 NOT_FOUND = "spend limit not found"
 WRITE_REFUSED = "requires write:spend_limits"
 MAX_LIST = 1000
+MAX_NAME = 201  # PARENT/NAME of two 100-character key names
 PERIOD_CHOICES = "'daily' | 'weekly' | 'monthly'"
 SCOPE_NAMES = {"rbac_group": "rbac_group_id", "workspace": "workspace_id", "user": "user_id"}
 OWNER_WORDS = {"rbac_group": "group", "workspace": "workspace", "user": "user"}
@@ -335,6 +336,8 @@ def parse_scope(value: Any) -> spend_limits.Scope:
     ref = value.get(field)
     if not isinstance(ref, str) or not ref.strip():
         raise AdminApiError(400, f"scope.{field}: Required")
+    if "\x00" in ref or len(ref) > MAX_NAME:
+        raise AdminApiError(400, f"scope.{field}: not a name")
     return spend_limits.Scope(kind, ref.strip())
 
 

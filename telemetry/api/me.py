@@ -163,8 +163,9 @@ class StatuslineView(KeyView):
         description='The fullest budget, e.g. "team budget 63 % used, resets Dec 1".',
         responses={
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR),
-            401: ERROR,
-            429: ERROR,
+            # Errors are JSON whatever the client accepts (json_errors).
+            (401, "application/json"): ERROR,
+            (429, "application/json"): ERROR,
         },
         tags=["self-service"],
     )

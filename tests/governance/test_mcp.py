@@ -310,7 +310,9 @@ def test_the_known_tool_list_round_trips_through_the_shared_cache() -> None:
 # --- roles ------------------------------------------------------------------------------------
 
 
-def _user(django_user_model: Any, role: Role, organization: Any, teams: list[Any] = ()) -> Any:
+def _user(
+    django_user_model: Any, role: Role, organization: Any, teams: tuple[Any, ...] = ()
+) -> Any:
     user = django_user_model.objects.create_user(username=f"u-{role}-{organization.pk}")
     membership = Membership.objects.create(user=user, role=role, organization=organization)
     membership.teams.set(teams)
@@ -328,7 +330,7 @@ def test_grants_are_seen_per_organization_and_team(
     foreign = grant(server, ["*"], organization=other)
 
     admin = Access.of(_user(django_user_model, Role.PLATFORM_ADMIN, chain["org"]))
-    lead = Access.of(_user(django_user_model, Role.TEAM_LEAD, chain["org"], [chain["team"]]))
+    lead = Access.of(_user(django_user_model, Role.TEAM_LEAD, chain["org"], (chain["team"],)))
 
     seen = set(admin.visible(MCPToolGrant.objects.all()))
     assert seen == {org_grant, project_grant, key_grant}

@@ -59,9 +59,9 @@ def apply(
     return config.apply_file(path, dry_run=dry_run, env=env)
 
 
-def error_of(tmp_path: Path, text: str, **env: str) -> str:
+def error_of(tmp_path: Path, text: str) -> str:
     with pytest.raises(config.ConfigError) as refused:
-        apply(tmp_path, text, **env)
+        apply(tmp_path, text)
     return str(refused.value)
 
 

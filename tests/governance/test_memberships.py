@@ -60,9 +60,9 @@ def test_membership_writes_are_audited_with_their_teams():
     memberships.delete_membership(actor=TEST_ACTOR, membership=membership)
 
     created, updated, deleted = _events(pk)
-    assert created.after["teams"] == [backend.pk] and created.after["role"] == "team_lead"
-    assert (updated.before["teams"], updated.after["teams"]) == ([backend.pk], [])
-    assert deleted.verb == AuditEvent.Verb.DELETED and deleted.before["teams"] == []
+    assert created.after == {**(created.after or {}), "teams": [backend.pk], "role": "team_lead"}
+    assert (updated.before or {})["teams"] == [backend.pk] and (updated.after or {})["teams"] == []
+    assert deleted.verb == AuditEvent.Verb.DELETED and (deleted.before or {})["teams"] == []
     # The staff flag's change is the user's own event, by the same actor.
     staffed = AuditEvent.objects.filter(subject_type="auth.User", subject_id=str(lead.pk))
     assert {e.actor for e in staffed if (e.after or {}).get("is_staff") is True} == {"tests"}

@@ -137,6 +137,16 @@ def test_a_null_amount_is_an_explicit_no_limit_that_enforces_nothing(w, admin):
             {"scope": {"type": "organization"}, "amount": 20},
             "amount: Expected string, received number",
         ),
+        (
+            {"scope": {"type": "organization"}, "amount": "1" * 15},
+            "amount: must be a non-negative whole number of cents",
+        ),
+        (
+            {"scope": {"type": "user", "user_id": "vk\x00ml"}, "amount": "1"},
+            "scope.user_id: not a name",
+        ),
+        ({"scope": {"type": "seat_tier"}, "amount": "1"}, None),
+        ({"amount": "1"}, "scope: Required"),
     ],
 )
 def test_invalid_bodies_get_anthropic_s_messages(w, admin, body, message):

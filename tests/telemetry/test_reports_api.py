@@ -143,8 +143,10 @@ def test_sessions_per_day(w):
 
     assert body["columns"][:4] == ["bucket_start", "session_id", "key_id", "key"]
     lines = {
-        (r["bucket_start"], r["session_id"], r["key"]): r["cost_micros"] for r in body["results"]
+        (r["bucket_start"][:10], r["session_id"], r["key"]): r["cost_micros"]
+        for r in body["results"]
     }
+    assert body["results"][0]["bucket_start"] == "2026-11-02T00:00:00+00:00"  # a UTC day
     assert lines[("2026-11-05", "s-a", "vk-backend/alice")] == 250_000
     assert lines[("2026-11-02", "s-b-0", "vk-backend")] == 1_000_001
     assert len(lines) == 12
@@ -204,6 +206,7 @@ def test_who_may_ask(w, client):
         "team=99999999999999999999999",
         "limit=0",
         "cursor=not-a-cursor",
+        "model=claude%00",
     ],
 )
 def test_bad_parameters_are_400s(w, query):

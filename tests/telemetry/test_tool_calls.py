@@ -97,7 +97,7 @@ def spending_key(db: None) -> VirtualKey:
     key = factories.virtual_key(team=team, name="vk-backend")
     github = MCPServer(name="github", url="http://127.0.0.1:9/mcp")
     common.save_instance(github, actor=ACTOR)
-    budgets = [
+    budgets: list[dict[str, Any]] = [
         {"owner": team},
         {"owner": key},
         {"owner": org, "provider_names": ["mcp:github"]},

@@ -50,7 +50,9 @@ class MembershipUpdate(InputSerializer):
 
 class MembershipOutput(OutputSerializer):
     user = serializers.CharField(source="user.get_username", help_text="The username.")
-    teams = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    teams = serializers.ManyRelatedField(
+        child_relation=serializers.PrimaryKeyRelatedField[Team](read_only=True), read_only=True
+    )
 
     class Meta:
         model = Membership
@@ -90,7 +92,7 @@ class TokenOutput(OutputSerializer):
 
     class Meta:
         model = ApiToken
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "user",
             "name",

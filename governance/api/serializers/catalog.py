@@ -3,8 +3,6 @@ deployments, prices, MCP servers and the grants of their tools."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from rest_framework import serializers

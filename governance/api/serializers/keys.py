@@ -51,7 +51,7 @@ class KeyOutput(OutputSerializer):
 
     class Meta:
         model = VirtualKey
-        fields = (
+        fields: tuple[str, ...] = (
             "id",
             "organization",
             "team",

@@ -42,9 +42,7 @@ class BudgetViewSet(ServiceViewSet):
         """Whether the caller changes this budget only as a team lead (then the team's own
         budget is its ceiling); platform admins and finance of the organization set any."""
         org = budget.organization_id
-        return not any(
-            self.access.holds(role, org) for role in (Role.PLATFORM_ADMIN, Role.FINANCE)
-        )
+        return not any(self.access.holds(role, org) for role in (Role.PLATFORM_ADMIN, Role.FINANCE))
 
     def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         self.save_changes(obj, data)
@@ -52,7 +50,9 @@ class BudgetViewSet(ServiceViewSet):
 
     def save_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         assert isinstance(obj, Budget)
-        budgets.save_budget(actor=self.actor, budget=obj, within_team_ceiling=self._as_team_lead(obj))
+        budgets.save_budget(
+            actor=self.actor, budget=obj, within_team_ceiling=self._as_team_lead(obj)
+        )
 
 
 class OwnerFilter(FilterSet):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,8 +109,11 @@ def api_for(user: User) -> Api:
     return Api(issued.secret)
 
 
+MakeApi = Callable[..., Api]
+
+
 @pytest.fixture
-def as_role(world: World):
+def as_role(world: World) -> MakeApi:
     """`as_role(Role.FINANCE, world.acme)` -> an Api client of a new user with that role."""
 
     def make(
@@ -125,10 +129,10 @@ def as_role(world: World):
 
 
 @pytest.fixture
-def root(as_role) -> Api:
+def root(as_role: MakeApi) -> Api:
     return as_role(superuser=True)
 
 
 @pytest.fixture
-def acme_admin(as_role, world: World) -> Api:
+def acme_admin(as_role: MakeApi, world: World) -> Api:
     return as_role(Role.PLATFORM_ADMIN, world.acme)

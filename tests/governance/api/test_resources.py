@@ -26,7 +26,7 @@ def crud(
     url = f"/api/v1/{collection}/"
     created = api.post(url, create)
     assert created.status_code == 201, created.json()
-    body = created.json()
+    body: dict[str, Any] = created.json()
     detail = f"{url}{body['id']}/"
 
     read = api.get(detail)

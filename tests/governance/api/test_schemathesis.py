@@ -96,9 +96,7 @@ def existing(world: World) -> dict[str, int]:
         limit_micros=5_000_000,
         message="80 % of the backend budget",
     )
-    member = Membership.objects.create(
-        user=make_user(), organization=world.acme, role=Role.AUDITOR
-    )
+    member = Membership.objects.create(user=make_user(), organization=world.acme, role=Role.AUDITOR)
     return {
         "organizations": world.acme.pk,
         "teams": world.backend.pk,

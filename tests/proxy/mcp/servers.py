@@ -84,6 +84,19 @@ def devtools_server() -> RecordingServer:
         return "x" * size
 
     @mcp.tool()
+    async def grow(ctx: Context) -> str:
+        """Add the tool `fresh` and announce the change."""
+
+        def fresh() -> str:
+            """A tool that appeared at run time."""
+            return "fresh"
+
+        mcp.add_tool(fresh)
+        await ctx.notify_tools_changed()  # 2026-07-28 clients: subscriptions/listen
+        await ctx.session.send_tool_list_changed()  # session-era clients
+        return "grown"
+
+    @mcp.tool()
     async def countdown(steps: int, ctx: Context) -> str:
         """Report progress for each step."""
         for step in range(steps):

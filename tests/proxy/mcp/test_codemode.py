@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -424,15 +425,53 @@ async def test_wall_time_holds_even_when_the_interpreter_ignores_its_limit(
     async def start(self: sandbox.Session, source: str) -> sandbox.Step:
         return await self._turn(stuck_turn)
 
+    given_back = threading.Event()
+    give_back = sandbox._exit_quietly
+
+    def recording_give_back(session: Any) -> Any:
+        def exit_checkout(entered: Any) -> None:
+            give_back(session)(entered)
+            given_back.set()
+
+        return exit_checkout
+
     monkeypatch.setattr(sandbox.Session, "start", start)
+    monkeypatch.setattr(sandbox, "_exit_quietly", recording_give_back)
     limits = Limits(wall_seconds=0.3, cpu_seconds=0.3)
 
     result, events = await while_serving(run("1", Upstream(), limits))
+    # Correct code can never give the worker back here, so a short wait only shows a bug.
+    kept_during_the_turn = not await asyncio.to_thread(given_back.wait, 0.2)
     release.set()
 
     assert result.error_kind == "time"
     assert events == ["served", "program ended"]
     assert await asyncio.to_thread(turn_ended.wait, 5)
+    # The worker goes back to the pool only once its turn is over, never under it.
+    assert kept_during_the_turn
+    assert await asyncio.to_thread(given_back.wait, 5)
+
+
+async def test_cancelled_programs_give_their_sandboxes_back() -> None:
+    calling = asyncio.Event()
+
+    async def hanging_tool(name: str, arguments: dict[str, Any]) -> Any:
+        calling.set()
+        await asyncio.Event().wait()
+
+    for _ in range(sandbox.MAX_WORKERS + 1):  # more than the pool holds, if none came back
+        calling.clear()
+        task = asyncio.create_task(
+            run_program("jira__search(jql='x')", tools=TOOLS, call_tool=hanging_tool)
+        )
+        await calling.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    result = await run("'still serving'", Upstream(), Limits(wall_seconds=3, cpu_seconds=1))
+
+    assert result.value == "still serving"
 
 
 async def test_the_sandbox_serves_the_next_program_after_one_is_stopped() -> None:
@@ -611,6 +650,47 @@ def test_tool_names_become_unique_python_identifiers() -> None:
     )
 
     assert [stub.function for stub in stubs.values()] == ["a_b", "a_b_2", "list_tool", "_3d"]
+
+
+def test_signatures_follow_nullable_types_and_references() -> None:
+    stub = build_stubs(
+        [
+            {
+                "name": "t",
+                "inputSchema": {
+                    "type": "object",
+                    "$defs": {"Point": {"type": "object", "properties": {"x": {"type": "number"}}}},
+                    "properties": {
+                        "note": {"type": ["string", "null"]},
+                        "at": {"$ref": "#/$defs/Point"},
+                        "kind": {"anyOf": [{"const": "a"}, {"type": "integer"}]},
+                        "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            }
+        ]
+    )["t"]
+
+    assert stub.signature() == (
+        "def t(*, note: str | None = None, at: dict[str, Any] | None = None, "
+        "kind: Literal['a'] | int | None = None, tags: dict[str, str] | None = None) -> Any"
+    )
+
+
+def test_arguments_are_validated_against_read_only_schemas() -> None:
+    schema = MappingProxyType(
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    )
+    stub = build_stubs([{"name": "t", "inputSchema": schema}])["t"]
+
+    assert stub.validation_error({"n": 1}) == ""
+    assert stub.validation_error({}) == "t(): 'n' is a required property"
+
+
+def test_a_broken_schema_leaves_validation_to_the_upstream() -> None:
+    stub = build_stubs([{"name": "t", "inputSchema": {"type": "no-such-type"}}])["t"]
+
+    assert stub.validation_error({"anything": 1}) == ""
 
 
 def test_limits_reject_a_compute_limit_past_the_wall_time() -> None:

@@ -249,6 +249,33 @@ async def test_revoked_grant_takes_effect_and_is_announced(gateway, granted, bac
     assert ("echo", {"text": "late"}) not in devtools.calls
 
 
+async def test_revoked_grant_is_announced_on_a_2026_listen_stream(gateway, granted, backend):
+    async with connect(gateway, backend.secret, mode="auto") as client:
+        assert "devtools__echo" in await tool_names(client)
+        async with client.listen(tools_list_changed=True) as subscription:
+            await sync_to_async(granted.grant)(backend.key_id, grant("devtools", "add"))
+            event = await asyncio.wait_for(anext(subscription), 10)
+        assert type(event).__name__ == "ToolsListChanged"
+        assert await tool_names(client) == ["devtools__add"]
+
+
+async def test_upstream_list_change_reaches_the_client(gateway, world, backend, devtools):
+    world.add_server(http_config("devtools", devtools))
+    world.grant(backend.key_id, grant("devtools", "*"))
+    changed = asyncio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with connect(gateway, backend.secret, message_handler=on_message) as client:
+        assert "devtools__fresh" not in await tool_names(client)
+        assert text_of(await client.call_tool("devtools__grow", {})) == "grown"
+        await asyncio.wait_for(changed.wait(), 10)
+        assert "devtools__fresh" in await tool_names(client)
+        assert text_of(await client.call_tool("devtools__fresh", {})) == "fresh"
+
+
 async def test_rate_limit_applies_to_tool_calls(gateway, granted, backend, devtools):
     await sync_to_async(common.save_instance)(
         RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2), actor=ACTOR
