@@ -28,10 +28,15 @@ def _text_of(content: Any) -> str:
 
 
 def prompt_tokens(parsed: dict[str, Any]) -> int:
+    """Input tokens: the system prompt, the messages and the tool definitions (a client's
+    tools cost tokens on every request, which is what Code Mode and tool grants cut)."""
     text = _text_of(parsed.get("system", ""))
     for message in parsed.get("messages") or []:
         if isinstance(message, dict):
             text += _text_of(message.get("content", ""))
+    tools = parsed.get("tools")
+    if isinstance(tools, list) and tools:
+        text += orjson.dumps(tools).decode()
     return max(1, len(text) // CHARS_PER_TOKEN)
 
 

@@ -31,7 +31,7 @@ from governance.models import (
     Team,
     VirtualKey,
 )
-from governance.services import tokens
+from governance.services import providers, tokens
 from telemetry import channels
 from telemetry.models import AlertChannel, BudgetPeriodRecord
 from tests import factories
@@ -257,6 +257,22 @@ def test_auditor_reads_everything_of_their_organization_and_changes_nothing(worl
     assert auditor.get(admin_url(AuditEvent, "changelist")).status_code == 403  # not everywhere
     everywhere = as_role(Role.AUDITOR, None)
     assert everywhere.get(admin_url(AuditEvent, "changelist")).status_code == 200
+
+
+def test_shared_rows_are_read_only_below_admins_of_every_organization(world):
+    secret = "test-provider-credential-0123456789"
+    provider = Provider(name="anthropic-direct", kind=Provider.Kind.ANTHROPIC)
+    providers.set_credentials(actor=TEST_ACTOR, provider=provider, credentials={"api_key": secret})
+    url = admin_url(Provider, "change", provider.pk)
+
+    for client in (as_role(Role.FINANCE, world.acme), as_role(Role.PLATFORM_ADMIN, world.acme)):
+        page = client.get(url)
+        html = page.content.decode()
+        assert page.status_code == 200 and 'name="_save"' not in html
+        assert secret not in html and "credentials" in html
+        assert client.post(url, {"name": "renamed"}).status_code == 403
+    everywhere = as_role(Role.PLATFORM_ADMIN, None).get(url).content.decode()
+    assert 'name="_save"' in everywhere and secret not in everywhere
 
 
 def test_actions_touch_only_rows_the_user_may_change(world):

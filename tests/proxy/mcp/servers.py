@@ -51,7 +51,8 @@ class RecordingServer:
 
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
+            # The gateway may still hold a session stream open: do not wait for it.
+            self._server.should_exit = self._server.force_exit = True
             self._thread.join(10)
 
 
