@@ -7,11 +7,12 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from governance.policy import KeyPolicy, RouteTarget
 from governance.pricing import Usage
-from proxy import subscription
+from proxy import subscription, toolfilter
 from proxy.asgi import ClientGone, Incoming, Receive, Send, read_body
 from proxy.auth import authenticate
 from proxy.budgeting import (
@@ -89,7 +90,7 @@ async def serve_messages(
             request.body, taken = await read_body(
                 receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
             )
-            prepared = prepare(request.body)
+            prepared = await _govern_tools(runtime, policy, prepare(request.body))
             parsed = prepared.parsed
             attribute_request(event, request.headers, parsed)
             decision = policy.decide_model(parsed["model"])
@@ -125,6 +126,18 @@ async def serve_messages(
         )
     finally:
         runtime.inflight_bytes.give_back(taken)
+
+
+async def _govern_tools(runtime: Runtime, policy: KeyPolicy, prepared: Prepared) -> Prepared:
+    """The request without the MCP tool definitions the key's grants do not allow."""
+    if not toolfilter.names_mcp_tools(prepared.parsed):
+        return prepared
+    parsed, removed = toolfilter.without_ungranted_tools(
+        prepared.parsed, policy, await runtime.snapshots.mcp_catalog()
+    )
+    if not removed:
+        return prepared
+    return Prepared(parsed, orjson.dumps(parsed), prepared.shape)
 
 
 async def _forward_messages(
