@@ -134,7 +134,9 @@ class ServiceViewSet(ReadViewSet):
             return self.update_serializer or self.input_serializer
         if direction == "request" and action is None and method in ("POST", "PUT", "PATCH"):
             # The browsable API's forms (no action yet when it asks).
-            return self.input_serializer if method == "POST" else self.update_serializer
+            if method == "POST":
+                return self.input_serializer
+            return self.update_serializer or self.input_serializer
         return super().serializer_for(action, method, direction)
 
     # --- hooks -----------------------------------------------------------------------------
@@ -148,11 +150,13 @@ class ServiceViewSet(ReadViewSet):
             setattr(obj, name, value)
 
     def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """Save a new object through its service: (the saved object, extra response fields)."""
-        common.save_instance(obj, actor=self.actor)
+        """Save a new object through its service: (the saved object, extra response fields).
+        By default as a change is saved."""
+        self.save_changes(obj, data)
         return obj, {}
 
     def save_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
+        """Save a new or changed object through its service (audited)."""
         common.save_instance(obj, actor=self.actor)
 
     def remove(self, obj: models.Model) -> None:

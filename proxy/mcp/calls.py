@@ -44,12 +44,12 @@ class Caller:
     """Who is calling, from the authenticated HTTP request that carries the call."""
 
     policy: KeyPolicy
+    new_request_id: Callable[[], str]  # the ledger's id for each call (proxy.records)
     lookup_hash: str = ""  # binds sessions and list-change notices to the key; never logged
     session_id: str = ""
     client_name: str = ""
     client_version: str = ""
     traceparent: str = ""  # validated; the call's span joins the client's trace
-    new_request_id: Callable[[], str] = lambda: ""
 
 
 class CallRefused(Exception):

@@ -65,8 +65,9 @@ async def serve(
         traceparent=attribution.traceparent,
         new_request_id=new_request_id,
     )
-    if request.method == "DELETE":
-        runtime.mcp.watcher.session_ended(request.headers.get("mcp-session-id", ""))
+    session_id = request.headers.get("mcp-session-id", "")
+    if session_id:
+        runtime.mcp.watcher.seen(session_id, lookup_hash, ended=request.method == "DELETE")
     scope = dict(scope)
     scope[CALLER_SCOPE_KEY] = caller
     # A session is bound to the key that opened it: the SDK answers another key's request
@@ -81,8 +82,8 @@ def _origin_allowed(headers: dict[str, str]) -> bool:
     """Browsers send Origin; a page of another site must not drive a local gateway (DNS
     rebinding). Command-line clients send none."""
     origin = headers.get("origin", "")
-    if not origin or origin == "null":
-        return not origin
+    if not origin:
+        return True
     return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
 
 

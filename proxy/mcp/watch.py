@@ -87,8 +87,17 @@ class Watcher:
                 _Watched(lookup_hash, fp, session.send_tool_list_changed, time.monotonic()),
             )
 
-    def session_ended(self, session_id: str) -> None:
-        self.remove(("session", session_id))
+    def seen(self, session_id: str, lookup_hash: str, *, ended: bool = False) -> None:
+        """A request of a legacy session arrived (a DELETE ends it); another key's request
+        for it changes nothing (the SDK refuses it)."""
+        token = ("session", session_id)
+        watched = self._watched.get(token)
+        if watched is None or watched.lookup_hash != lookup_hash:
+            return
+        if ended:
+            self.remove(token)
+        else:
+            watched.seen_at = time.monotonic()
 
     def bus(self, lookup_hash: str, fingerprint: str) -> Any:
         return _KeyBus(self, lookup_hash, fingerprint)

@@ -95,10 +95,6 @@ class AlertChannelViewSet(ServiceViewSet):
         assert isinstance(obj, AlertChannel)
         channels.save_channel(obj, actor=self.actor)
 
-    def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        self.save_changes(obj, data)
-        return obj, {}
-
     def remove(self, obj: models.Model) -> None:
         assert isinstance(obj, AlertChannel)
         channels.delete_channel(obj, actor=self.actor)

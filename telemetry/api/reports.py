@@ -134,12 +134,20 @@ PARAMETERS = [
 ]
 
 
+class BadRequest(exceptions.APIException):
+    """400 with `{"detail": "<message>"}`, as documented (a ValidationError would answer
+    a dict of lists)."""
+
+    status_code = 400
+    default_code = "invalid"
+
+
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit")
     if text is None:
         return DEFAULT_LIMIT
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise exceptions.ValidationError({"limit": f"an integer from 1 to {MAX_LIMIT}"})
+        raise BadRequest(f"limit: an integer from 1 to {MAX_LIMIT}")
     return int(text)
 
 
@@ -152,7 +160,7 @@ def _offset(request: Request) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
     if not decoded.startswith("o") or not decoded[1:].isdigit() or len(decoded) > 12:
-        raise exceptions.ValidationError({"cursor": "not a cursor of this report"})
+        raise BadRequest("cursor: not a cursor of this report")
     return int(decoded[1:])
 
 
@@ -175,7 +183,7 @@ class ReportView(APIView):
             query = reports.parse_query(request.query_params, now=timezone.now())
             reach = reports.narrow(reports.reaches(Access.of(request.user)), query.filters)
         except reports.ReportError as exc:
-            raise exceptions.ValidationError({"detail": str(exc)}) from exc
+            raise BadRequest(str(exc)) from exc
         except reports.NotVisible as exc:
             raise exceptions.NotFound(str(exc)) from exc
         limit, offset = _limit(request), _offset(request)

@@ -212,4 +212,7 @@ def test_who_may_ask(w, client):
 def test_bad_parameters_are_400s(w, query):
     admin = token_for(Role.PLATFORM_ADMIN, w.acme)
 
-    assert get(f"{USAGE}?{query}", admin).status_code == 400
+    answer = get(f"{USAGE}?{query}", admin)
+
+    assert answer.status_code == 400
+    assert isinstance(answer.json()["detail"], str)  # the documented {"detail": "…"}

@@ -45,10 +45,6 @@ class MembershipViewSet(ServiceViewSet):
     def apply_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         super().apply_changes(obj, {k: v for k, v in data.items() if k != "teams"})
 
-    def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        self.save_changes(obj, data)
-        return obj, {}
-
     def save_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         assert isinstance(obj, Membership)
         memberships.save_membership(actor=self.actor, membership=obj, teams=data.get("teams"))

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from governance.api.filters import FilterSet
+from governance.api.filters import FilterSet, UTCDateTimeFilter
 from governance.api.serializers import audit as s
 from governance.api.viewsets import ReadViewSet
 from governance.models import AuditEvent, Role
@@ -20,8 +20,8 @@ class AuditEventFilter(FilterSet):
     subject_id = django_filters.CharFilter()
     verb = django_filters.ChoiceFilter(choices=AuditEvent.Verb.choices)
     actor = django_filters.CharFilter(help_text="e.g. user:alice, config:gov.yaml, system")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

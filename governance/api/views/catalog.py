@@ -42,10 +42,6 @@ class ProviderViewSet(ServiceViewSet):
     def apply_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         super().apply_changes(obj, {k: v for k, v in data.items() if k not in CREDENTIAL_INPUTS})
 
-    def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        self.save_changes(obj, data)
-        return obj, {}
-
     def save_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         assert isinstance(obj, Provider)
         providers.save_provider(

@@ -44,10 +44,6 @@ class BudgetViewSet(ServiceViewSet):
         org = budget.organization_id
         return not any(self.access.holds(role, org) for role in (Role.PLATFORM_ADMIN, Role.FINANCE))
 
-    def save_new(self, obj: models.Model, data: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        self.save_changes(obj, data)
-        return obj, {}
-
     def save_changes(self, obj: models.Model, data: dict[str, Any]) -> None:
         assert isinstance(obj, Budget)
         budgets.save_budget(

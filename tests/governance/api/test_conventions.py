@@ -207,3 +207,13 @@ def test_only_json_bodies_are_accepted(root: Api, world: World) -> None:
     )
 
     assert response.status_code == 415
+
+
+def test_date_time_filters_take_any_iso_offset(root: Api, world: World) -> None:
+    # PostgreSQL refuses offsets beyond ±15:59 in a query; ISO 8601 allows up to ±23:59.
+    far_east = root.get("/api/v1/audit-events/", {"created_after": "2026-01-01T00:00:00+23:20"})
+    # 9999-12-31 23:00 at -10:00 is already year 10000 in UTC.
+    beyond = root.get("/api/v1/audit-events/", {"created_before": "9999-12-31T23:00:00-10:00"})
+
+    assert far_east.status_code == 200
+    assert beyond.status_code == 400 and "created_before" in beyond.json()

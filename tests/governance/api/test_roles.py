@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from governance.models import Budget, Role
+from governance.services import tokens
 from telemetry.models import AlertChannel
 from tests import factories
 from tests.governance.api.conftest import Api, MakeApi, World, make_user
@@ -220,3 +221,32 @@ def test_an_auditor_everywhere_reads_and_verifies_the_audit_log(as_role, world: 
 def test_a_superuser_reaches_every_organization(root: Api, world: World) -> None:
     assert ids(root.get("/api/v1/organizations/")) == {world.acme.pk, world.globex.pk}
     assert root.patch(f"/api/v1/keys/{world.rival_key.pk}/", {"owner": "x"}).status_code == 200
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+
+def test_each_user_manages_only_their_own_api_tokens(as_role: MakeApi, world: World) -> None:
+    finance, other = as_role(Role.FINANCE, world.acme), make_user(Role.FINANCE, world.acme)
+    theirs = tokens.create_token(actor=factories.TEST_ACTOR, user=other, name="t").token.pk
+
+    mine = finance.get("/api/v1/api-tokens/").json()["results"]
+    for_other = finance.post("/api/v1/api-tokens/", {"name": "x", "user": other.username})
+
+    assert len(mine) == 1 and mine[0]["user"] != other.username
+    assert for_other.status_code == 403
+    assert finance.get(f"/api/v1/api-tokens/{theirs}/").status_code == 404
+    assert finance.post(f"/api/v1/api-tokens/{theirs}/revoke/").status_code == 404
+
+
+def test_a_platform_admin_everywhere_issues_tokens_for_anyone(
+    as_role: MakeApi, world: World
+) -> None:
+    admin, user = as_role(Role.PLATFORM_ADMIN), make_user(Role.AUDITOR, world.acme)
+
+    created = admin.post("/api/v1/api-tokens/", {"name": "audit-bot", "user": user.username})
+
+    assert created.status_code == 201 and created.json()["user"] == user.username
+    assert user.username in {
+        row["user"] for row in admin.get("/api/v1/api-tokens/").json()["results"]
+    }

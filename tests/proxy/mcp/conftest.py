@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -32,6 +34,21 @@ from tests.proxy.conftest import ACTOR, GatewayServer
 from tests.proxy.mcp.servers import RecordingServer, devtools_server, finance_server
 
 STDIO_SERVER = Path(__file__).with_name("stdio_server.py")
+T = TypeVar("T")
+
+
+async def in_db(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`function` (database work) from an async test, off the event loop, its connection
+    closed afterwards: a connection left open in a worker thread keeps PostgreSQL from
+    dropping the test database at the end."""
+
+    def run() -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return await sync_to_async(run, thread_sensitive=False)()
 
 
 @dataclass

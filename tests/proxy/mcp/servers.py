@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 
@@ -83,6 +84,17 @@ def devtools_server() -> RecordingServer:
     def blob(size: int) -> str:
         """A result of `size` bytes."""
         return "x" * size
+
+    @mcp.tool()
+    async def sleepy(seconds: float) -> str:
+        """Sleep, unless cancelled (recorded either way)."""
+        recorder.calls.append(("sleepy", {"seconds": seconds}))
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            recorder.calls.append(("sleepy-cancelled", {}))
+            raise
+        return "rested"
 
     @mcp.tool()
     async def grow(ctx: Context) -> str:

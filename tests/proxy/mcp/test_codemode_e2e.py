@@ -6,13 +6,13 @@ from __future__ import annotations
 import mcp_types as types
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
+from mcp import Client
 
 from governance.models import RateLimit
 from governance.policy import ToolPrice
 from governance.services import common
 from tests.proxy.conftest import ACTOR, ledger_rows
-from tests.proxy.mcp.conftest import Team_, World, connect, grant, http_config, tool_names
+from tests.proxy.mcp.conftest import Team_, World, connect, grant, http_config, in_db, tool_names
 from tests.proxy.mcp.servers import RecordingServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,7 +35,7 @@ def coded(world: World, backend: Team_, devtools: RecordingServer, finance: Reco
     return world
 
 
-async def run(client, source: str) -> types.CallToolResult:
+async def run(client: Client, source: str) -> types.CallToolResult:
     return await client.call_tool("codemode__run_program", {"source": source})
 
 
@@ -61,7 +61,7 @@ async def test_program_calling_two_tools_returns_the_combined_result(
     assert not result.is_error, text_of(result)
     assert orjson.loads(text_of(result)) == {"sum": 5, "echo": "hi"}
     assert devtools.calls == [("add", {"a": 2, "b": 3}), ("echo", {"text": "hi"})]
-    rows = await sync_to_async(ledger_rows)(2)
+    rows = await in_db(ledger_rows, 2)
     assert [(r.route, r.provider, r.status, r.cost_micros) for r in rows] == [
         ("mcp.tool", "mcp:devtools", 200, 700),
         ("mcp.tool", "mcp:devtools", 200, 700),
@@ -78,8 +78,10 @@ async def test_program_cannot_reach_an_ungranted_tool(gateway, coded, backend, d
 async def test_program_tool_calls_are_rate_limited_like_direct_calls(
     gateway, coded, backend, devtools
 ):
-    await sync_to_async(common.save_instance)(
-        RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2), actor=ACTOR
+    await in_db(
+        common.save_instance,
+        RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2),
+        actor=ACTOR,
     )
     source = "[devtools__echo(text=str(i)) for i in range(3)]"
     async with connect(gateway, backend.secret) as client:
@@ -101,9 +103,9 @@ async def test_program_that_imports_is_stopped_and_the_gateway_keeps_serving(
 async def test_key_with_code_mode_on_gets_meta_tools_for_every_server(
     gateway, coded: World, backend, finance
 ):
-    await sync_to_async(coded.code_mode.__setitem__)(backend.key_id, "on")
-    await sync_to_async(coded.grant)(
-        backend.key_id, grant("devtools", "echo", "add"), grant("finance", "pay")
+    await in_db(coded.code_mode.__setitem__, backend.key_id, "on")
+    await in_db(
+        coded.grant, backend.key_id, grant("devtools", "echo", "add"), grant("finance", "pay")
     )
     async with connect(gateway, backend.secret) as client:
         assert sorted(await tool_names(client)) == META_TOOLS

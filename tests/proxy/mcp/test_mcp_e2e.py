@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any, cast
 
 import httpx
 import mcp_types as types
+import orjson
 import pytest
-from asgiref.sync import sync_to_async
 from mcp.shared.exceptions import MCPError
 
-from governance.models import RateLimit
-from governance.policy import ToolPrice
-from governance.services import common
+from governance.models import RateLimit, VirtualKey
+from governance.policy import McpServerConfig, ToolPrice
+from governance.services import common, keys
 from proxy.mcp.names import exposed_name
+from tests import factories
 from tests.proxy.conftest import ACTOR, GatewayServer, ledger_rows, wait_for
 from tests.proxy.mcp.conftest import (
     Team_,
@@ -21,6 +24,7 @@ from tests.proxy.mcp.conftest import (
     connect,
     grant,
     http_config,
+    in_db,
     stdio_config,
     tool_names,
 )
@@ -38,7 +42,7 @@ def granted(world: World, backend: Team_, devtools: RecordingServer, finance: Re
     """devtools and finance registered; the backend team granted devtools' echo and add."""
     world.add_server(http_config("devtools", devtools))
     world.add_server(http_config("finance", finance))
-    world.grant(backend.key_id, grant("devtools", "echo", "add", "blob", "countdown"))
+    world.grant(backend.key_id, grant("devtools", "echo", "add", "blob", "countdown", "sleepy"))
     return world
 
 
@@ -51,6 +55,7 @@ async def test_team_sees_and_calls_only_its_granted_tools(
             "devtools__blob",
             "devtools__countdown",
             "devtools__echo",
+            "devtools__sleepy",
         ]
         result = await client.call_tool("devtools__add", {"a": 2, "b": 40})
     assert text_of(result) == "42" and not result.is_error
@@ -61,8 +66,9 @@ async def test_team_sees_and_calls_only_its_granted_tools(
     "name", ["finance__pay", exposed_name("devtools", "db.drop"), "devtools__nothing"]
 )
 async def test_guessed_name_of_ungranted_tool_is_refused_as_unknown(
-    gateway, granted, backend, devtools, finance, name
+    gateway, granted, backend, name, request
 ):
+    devtools, finance = request.getfixturevalue("devtools"), request.getfixturevalue("finance")
     async with connect(gateway, backend.secret) as client:
         await tool_names(client)
         with pytest.raises(MCPError) as refused:
@@ -77,7 +83,9 @@ async def test_upstream_never_sees_the_clients_key(
 ):
     world.add_server(
         http_config(
-            "devtools", devtools, credentials={"headers": {"Authorization": "Bearer upstream-token"}}
+            "devtools",
+            devtools,
+            credentials={"headers": {"Authorization": "Bearer upstream-token"}},
         )
     )
     world.grant(backend.key_id, grant("devtools", "*"))
@@ -87,6 +95,20 @@ async def test_upstream_never_sees_the_clients_key(
     for headers in devtools.requests:
         assert headers.get("authorization") == "Bearer upstream-token"
         assert all(backend.secret not in value for value in headers.values())
+
+
+async def test_server_at_a_forbidden_address_is_never_contacted(gateway, world, backend, devtools):
+    """The outbound guard (GATEWAY_OUTBOUND_ALLOWED_NETWORKS) holds for MCP servers too: the
+    metadata service's address is refused before any connection, the other servers serve."""
+    world.add_server(http_config("devtools", devtools))
+    world.add_server(
+        McpServerConfig(name="metadata", transport="http", url="http://169.254.169.254/mcp")
+    )
+    world.grant(backend.key_id, grant("devtools", "echo"), grant("metadata", "*"))
+    async with connect(gateway, backend.secret) as client:
+        assert await tool_names(client) == ["devtools__echo"]
+    connection = gateway.runtime.mcp.upstreams.connection("metadata")
+    assert connection is not None and connection.connections == 0
 
 
 async def test_stateless_2026_era_lists_and_calls(gateway, granted, backend, devtools):
@@ -107,11 +129,11 @@ async def test_session_era_negotiates_2025_11_25_with_a_gateway_session(
         assert client.server_capabilities.tools.list_changed is True
         await client.send_ping()
         assert text_of(await client.call_tool("devtools__echo", {"text": "x"})) == "x"
-    # The upstream session is the gateway's own, not the client's.
-    assert all("mcp-session-id" not in h or h["mcp-session-id"] for h in devtools.requests)
 
 
-def _post(gateway: GatewayServer, secret: str, body: dict, **headers: str) -> httpx.Response:
+def _post(
+    gateway: GatewayServer, secret: str, body: dict[str, Any], **headers: str
+) -> httpx.Response:
     auth = {"Authorization": f"Bearer {secret}"} if secret else {}
     return httpx.post(
         gateway.base_url + "/mcp",
@@ -120,13 +142,12 @@ def _post(gateway: GatewayServer, secret: str, body: dict, **headers: str) -> ht
     )
 
 
-def _sse_result(response: httpx.Response) -> dict:
-    import orjson
-
+def _sse_result(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC answer, from a JSON body or the last event of an SSE one."""
     if response.headers["content-type"].startswith("application/json"):
-        return orjson.loads(response.content)
+        return cast(dict[str, Any], orjson.loads(response.content))
     data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
-    return orjson.loads(data[-1])
+    return cast(dict[str, Any], orjson.loads(data[-1]))
 
 
 def test_session_era_2025_06_18_handshake_and_calls(gateway, granted, backend, devtools):
@@ -177,9 +198,7 @@ def test_session_era_2025_06_18_handshake_and_calls(gateway, granted, backend, d
 
 def test_missing_or_bad_key_is_refused_with_401_in_json_rpc_form(gateway, world):
     for secret in ("", "sk-gw-not-a-real-key-0000000000000000"):
-        response = _post(
-            gateway, secret, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-        )
+        response = _post(gateway, secret, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
         body = response.json()
@@ -219,9 +238,6 @@ def test_another_keys_session_is_not_found(gateway, granted, backend):
             },
         },
     )
-    from governance.services import keys
-    from tests.proxy.conftest import ACTOR
-
     other = keys.create_key(actor=ACTOR, organization=backend.organization, name="vk-other")
     stolen = _post(
         gateway,
@@ -241,7 +257,7 @@ async def test_revoked_grant_takes_effect_and_is_announced(gateway, granted, bac
 
     async with connect(gateway, backend.secret, message_handler=on_message) as client:
         assert "devtools__echo" in await tool_names(client)
-        await sync_to_async(granted.grant)(backend.key_id, grant("devtools", "add"))
+        await in_db(granted.grant, backend.key_id, grant("devtools", "add"))
         await asyncio.wait_for(changed.wait(), 10)
         assert await tool_names(client) == ["devtools__add"]
         with pytest.raises(MCPError, match="Unknown tool"):
@@ -253,7 +269,7 @@ async def test_revoked_grant_is_announced_on_a_2026_listen_stream(gateway, grant
     async with connect(gateway, backend.secret, mode="auto") as client:
         assert "devtools__echo" in await tool_names(client)
         async with client.listen(tools_list_changed=True) as subscription:
-            await sync_to_async(granted.grant)(backend.key_id, grant("devtools", "add"))
+            await in_db(granted.grant, backend.key_id, grant("devtools", "add"))
             event = await asyncio.wait_for(anext(subscription), 10)
         assert type(event).__name__ == "ToolsListChanged"
         assert await tool_names(client) == ["devtools__add"]
@@ -277,8 +293,10 @@ async def test_upstream_list_change_reaches_the_client(gateway, world, backend, 
 
 
 async def test_rate_limit_applies_to_tool_calls(gateway, granted, backend, devtools):
-    await sync_to_async(common.save_instance)(
-        RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2), actor=ACTOR
+    await in_db(
+        common.save_instance,
+        RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2),
+        actor=ACTOR,
     )
     async with connect(gateway, backend.secret) as client:
         first = await client.call_tool("devtools__echo", {"text": "1"})
@@ -290,7 +308,7 @@ async def test_rate_limit_applies_to_tool_calls(gateway, granted, backend, devto
         ("echo", {"text": "1"}),
         ("echo", {"text": "2"}),
     ]
-    rows = await sync_to_async(ledger_rows)(3)
+    rows = await in_db(ledger_rows, 3)
     assert sorted(row.status for row in rows if row.route == "mcp.tool") == [200, 200, 429]
 
 
@@ -309,7 +327,7 @@ async def test_tool_call_leaves_a_ledger_row_with_its_price(
     async with connect(gateway, backend.secret) as client:
         result = await client.call_tool("devtools__blob", {"size": 3000})
     assert not result.is_error
-    [row] = await sync_to_async(ledger_rows)(1)
+    [row] = await in_db(ledger_rows, 1)
     assert row.route == "mcp.tool" and row.provider == "mcp:devtools" and row.status == 200
     assert row.key_id == backend.key_id and row.team_id == backend.team.pk
     assert row.client_name == "mcp"  # the SDK client's own name, from initialize
@@ -317,11 +335,77 @@ async def test_tool_call_leaves_a_ledger_row_with_its_price(
     assert row.cost_micros == 500 + 100 * kilobytes
 
 
+async def test_tool_prices_count_against_the_keys_budget(
+    gateway, world: World, backend: Team_, devtools: RecordingServer
+):
+    world.add_server(http_config("devtools", devtools, price=ToolPrice(per_call_micros=400_000)))
+    world.grant(backend.key_id, grant("devtools", "*"))
+    key = await in_db(VirtualKey.objects.get, pk=backend.key_id)
+    await in_db(factories.budget, owner=key, amount_micros=1_000_000)
+    async with connect(gateway, backend.secret) as client:
+        results = [await client.call_tool("devtools__echo", {"text": str(i)}) for i in range(3)]
+    assert [r.is_error for r in results] == [False, False, True]
+    assert "Budget exhausted" in text_of(results[2])
+    assert len([c for c in devtools.calls if c[0] == "echo"]) == 2
+    rows = await in_db(ledger_rows, 3)
+    assert sorted((r.status, r.cost_micros) for r in rows) == [
+        (200, 400_000),
+        (200, 400_000),
+        (402, 0),
+    ]
+
+
+async def test_cancelled_call_is_cancelled_upstream_and_recorded(
+    gateway, granted, backend, devtools
+):
+    async with connect(gateway, backend.secret) as client:
+        call = asyncio.create_task(client.call_tool("devtools__sleepy", {"seconds": 30}))
+        await asyncio.to_thread(wait_for, lambda: ("sleepy", {"seconds": 30}) in devtools.calls)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.to_thread(wait_for, lambda: ("sleepy-cancelled", {}) in devtools.calls)
+    [row] = await in_db(ledger_rows, 1)
+    assert (row.status, row.client_disconnected, row.tool_name) == (499, True, "sleepy")
+
+
+def test_2026_request_whose_headers_do_not_mirror_its_body_is_refused(gateway, granted, backend):
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}
+    good = _post(
+        gateway,
+        backend.secret,
+        body,
+        **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"},
+    )
+    assert good.status_code == 200
+    assert "devtools__echo" in [t["name"] for t in _sse_result(good)["result"]["tools"]]
+    assert _sse_result(good)["result"]["cacheScope"] == "private"
+    mismatched = _post(
+        gateway,
+        backend.secret,
+        body,
+        **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"},
+    )
+    assert mismatched.status_code == 400 and mismatched.json()["error"]["code"] == -32020
+    future = {"io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    unsupported = _post(
+        gateway,
+        backend.secret,
+        {**body, "params": {"_meta": {**meta, **future}}},
+        **{"MCP-Protocol-Version": "2099-01-01", "Mcp-Method": "tools/list"},
+    )
+    assert unsupported.status_code == 400 and unsupported.json()["error"]["code"] == -32022
+
+
 async def test_progress_of_an_upstream_tool_reaches_the_client(gateway, granted, backend):
     seen: list[float] = []
 
-    async def progress(value: float, total: float | None, message: str | None) -> None:
-        seen.append(value)
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
 
     async with connect(gateway, backend.secret) as client:
         result = await client.call_tool(
@@ -370,6 +454,7 @@ def test_tools_are_paged_with_the_gateways_own_cursor(gateway, granted, backend)
         "devtools__blob",
         "devtools__countdown",
         "devtools__echo",
+        "devtools__sleepy",
     ]
 
 
@@ -388,7 +473,6 @@ def test_runtime_shutdown_stops_stdio_servers(world, backend, settings, tmp_path
 
     process = asyncio.run(pid())
     server.stop()
-    import os
 
     def gone() -> bool:
         try:

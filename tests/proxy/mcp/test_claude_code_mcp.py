@@ -1,0 +1,97 @@
+"""The real Claude Code CLI with the gateway's /mcp added as `claude mcp add` does it: the model
+request Claude Code sends (forwarded to the fake upstream) holds only the granted tools.
+
+Runs where the CLI is installed (see tests/proxy/test_claude_code.py); skipped otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.proxy.conftest import GatewayServer, free_port, route_claude_to
+from tests.proxy.mcp.conftest import Team_, World, grant, http_config
+from tests.proxy.mcp.servers import RecordingServer
+from tests.proxy.test_claude_code import CLAUDE
+
+pytestmark = [
+    pytest.mark.skipif(CLAUDE is None, reason="Claude Code CLI not found (see test_claude_code)"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def claude(home: Path, gateway: GatewayServer, secret: str, *args: str) -> str:
+    """Claude Code with a scratch HOME, nothing reachable but 127.0.0.1, no nonessential traffic."""
+    assert CLAUDE is not None
+    home.mkdir(exist_ok=True)
+    refused = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "HTTP_PROXY": refused,
+        "HTTPS_PROXY": refused,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "1",
+        "ANTHROPIC_BASE_URL": gateway.anthropic_url,
+        "ANTHROPIC_API_KEY": secret,
+    }
+    done = subprocess.run(
+        [CLAUDE, *args],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_claude_code_sees_only_the_granted_gateway_tools(
+    gateway: GatewayServer,
+    world: World,
+    backend: Team_,
+    devtools: RecordingServer,
+    finance: RecordingServer,
+    fake_upstream: FakeAnthropic,
+    tmp_path: Path,
+) -> None:
+    route_claude_to(fake_upstream)
+    world.add_server(http_config("devtools", devtools))
+    world.add_server(http_config("finance", finance))
+    world.grant(backend.key_id, grant("devtools", "echo", "add"))
+    home = tmp_path / "home"
+    claude(
+        home,
+        gateway,
+        backend.secret,
+        "mcp",
+        "add",
+        "--transport",
+        "http",
+        "gateway",
+        gateway.base_url + "/mcp",
+        "--header",
+        f"Authorization: Bearer {backend.secret}",
+    )
+
+    claude(home, gateway, backend.secret, "-p", "Use the gateway tools to add 2 and 3.")
+
+    requests = [orjson.loads(r.body) for r in fake_upstream.received if r.path.endswith("/messages")]
+    offered = {tool["name"] for body in requests for tool in body.get("tools", [])}
+    gateway_tools = {name for name in offered if name.startswith("mcp__gateway__")}
+    print("OFFERED", sorted(offered), len(requests), devtools.requests[:2])
+    print("LIST", claude(home, gateway, backend.secret, "mcp", "list"))
+    import re
+    print("MENTIONS", sorted(set(re.findall(r"mcp__gateway__[A-Za-z0-9_-]+", orjson.dumps(requests).decode()))))
+    assert gateway_tools == {"mcp__gateway__devtools__echo", "mcp__gateway__devtools__add"}
