@@ -298,6 +298,12 @@ GATEWAY_MAX_ATTEMPTS = env.int("GATEWAY_MAX_ATTEMPTS", default=4)
 GATEWAY_FAILOVER_SECONDS = env.float("GATEWAY_FAILOVER_SECONDS", default=90.0)
 # max_tokens of an OpenAI-API request that names none (Anthropic requires one).
 GATEWAY_OPENAI_DEFAULT_MAX_TOKENS = env.int("GATEWAY_OPENAI_DEFAULT_MAX_TOKENS", default=4096)
+# Claude Code's /login through the gateway: the base path of the sign-in protocol and of the
+# routes a signed-in session calls, and the key its access tokens are signed with (default:
+# derived from DJANGO_SECRET_KEY; governance/signin_tokens.py).
+GATEWAY_SIGNIN_PATH = "/" + env.str("GATEWAY_SIGNIN_PATH", default="/claude-code").strip("/")
+GATEWAY_SIGNIN_KEY = env.str("GATEWAY_SIGNIN_KEY", default="")
+GATEWAY_SIGNIN_TOKEN_MINUTES = env.int("GATEWAY_SIGNIN_TOKEN_MINUTES", default=10)
 # Output tokens reserved per request at admission (see proxy/admission.py for the bound).
 GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default=4096)
 # Reserve the full max_tokens instead: budgets then never overshoot, at the price of refusing

@@ -166,6 +166,8 @@ class KeyPolicy:
     tool_grants: tuple[ToolGrantRule, ...] = ()
     # Code Mode for this key's MCP tools: "inherit" (each server's setting), "on" or "off".
     mcp_code_mode: str = "inherit"
+    # The team's managed-settings availableModels (empty: no such list), enforced server-side.
+    available_models: tuple[str, ...] = ()
 
     def is_expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -195,6 +197,13 @@ class KeyPolicy:
 
     def allows_model(self, model: str) -> bool:
         return not self.refusal(model)
+
+    def available(self, model: str) -> bool:
+        """Whether `model` is in the team's availableModels (any name of it), or no list."""
+        if not self.available_models:
+            return True
+        names = names_of(model.removesuffix("[1m]").removesuffix("[1M]"))
+        return any(matches_any(name, self.available_models) for name in names)
 
     def budgets_for(self, *, model: str, provider: str = "") -> tuple[BudgetRule, ...]:
         return tuple(b for b in self.budgets if b.applies_to(model=model, provider=provider))

@@ -21,6 +21,9 @@ import jwt
 
 ALGORITHM = "HS256"
 AUDIENCE = "claude-code"
+# Fixed rather than the gateway's URL: a token minted through one host name (the load balancer)
+# must verify on a request that arrives under another (a replica's own address).
+ISSUER = "claude-gateway"
 DEFAULT_TTL = dt.timedelta(minutes=10)
 
 
@@ -46,10 +49,10 @@ def mint(
     subject: str,
     email: str,
     groups: tuple[str, ...],
-    issuer: str,
     key: bytes,
     now: dt.datetime,
     ttl: dt.timedelta = DEFAULT_TTL,
+    issuer: str = ISSUER,
 ) -> str:
     claims = {
         "iss": issuer,
@@ -65,7 +68,7 @@ def mint(
     return jwt.encode(claims, key, algorithm=ALGORITHM)
 
 
-def verify(token: str, *, key: bytes, issuer: str) -> AccessClaims | None:
+def verify(token: str, *, key: bytes, issuer: str = ISSUER) -> AccessClaims | None:
     """The claims of a valid, unexpired token the gateway minted; None for anything else."""
     try:
         claims = jwt.decode(

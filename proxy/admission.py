@@ -26,6 +26,7 @@ from governance import periods
 from governance.money import format_usd
 from governance.policy import BudgetRule, KeyPolicy, RateLimitRule
 from governance.pricing import Price
+from proxy import spendsignals
 from proxy.counters.base import (
     AdmissionPlan,
     AdmissionResult,
@@ -244,7 +245,10 @@ def budget_refusal(*, plan: Plan, result: AdmissionResult, policy: KeyPolicy) ->
     else:
         local = window.end.astimezone(zoneinfo.ZoneInfo(policy.timezone))
         message += f". It resets on {local:%Y-%m-%d %H:%M} {policy.timezone}."
-    return GatewayError(402, "billing_error", message)
+    # Not worth retrying before the reset: Claude Code shows the message and stops.
+    headers = spendsignals.refusal_headers(window, dt.datetime.now(dt.UTC))
+    headers += spendsignals.rejected_headers(rule, window, result.current)
+    return GatewayError(402, "billing_error", message, headers=headers)
 
 
 def rate_refusal(*, plan: Plan, result: AdmissionResult) -> GatewayError:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from proxy import handlers, openai_routes, records, runtime
+from django.conf import settings
+
+from proxy import handlers, messages, openai_routes, records, runtime
 from proxy.asgi import ClientGone, Incoming, Message, Receive, Scope, Send, incoming, send_bytes
 from proxy.errors import GatewayError
 from proxy.mcp import endpoint as mcp_endpoint
@@ -24,14 +26,31 @@ ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 
+# The routes a signed-in Claude Code session calls under GATEWAY_SIGNIN_PATH; the rest of that
+# path (the sign-in protocol, managed settings, telemetry ingest) is Django's.
+SESSION_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/v1/messages"): messages.session_messages,
+    ("POST", "/v1/messages/count_tokens"): handlers.count_tokens,
+    ("GET", "/v1/models"): handlers.list_models,
+}
+SESSION_PATHS = frozenset(path for _, path in SESSION_ROUTES)
+
+
 def handles(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES)
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES):
+        return True
+    prefix = settings.GATEWAY_SIGNIN_PATH
+    return path.startswith(prefix + "/") and path[len(prefix) :].rstrip("/") in SESSION_PATHS
 
 
 def _route(method: str, path: str) -> Handler | None:
-    handler = ROUTES.get((method, path.rstrip("/") if path != "/" else path))
+    path = path.rstrip("/") if path != "/" else path
+    handler = ROUTES.get((method, path))
     if handler is None and method == "GET" and path.startswith("/anthropic/v1/models/"):
         handler = handlers.get_model
+    prefix = settings.GATEWAY_SIGNIN_PATH
+    if handler is None and path.startswith(prefix + "/"):
+        handler = SESSION_ROUTES.get((method, path[len(prefix) :]))
     return handler
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import time
 
+from governance import signin_tokens
 from governance.keyhash import SECRET_PREFIX, hash_secret
 from governance.policy import KeyPolicy
 from proxy import subscription
@@ -38,18 +39,39 @@ def presented_secret(headers: dict[str, str]) -> str:
     return api_key or bearer
 
 
+def _session_expired(message: str) -> GatewayError:
+    # x-should-retry: false sends Claude Code back to /login instead of retrying.
+    return GatewayError(
+        401,
+        "authentication_error",
+        f"{message}: sign in again with /login.",
+        headers=[(b"x-should-retry", b"false")],
+    )
+
+
+def session_key_hash(runtime: Runtime, headers: dict[str, str]) -> str:
+    """The lookup hash of the developer key a signed-in session's access token names."""
+    authorization = headers.get("authorization", "")
+    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if not token:
+        raise _session_expired("No gateway session")
+    claims = signin_tokens.verify(token, key=runtime.signin_key)
+    if claims is None:
+        raise _session_expired("Your gateway session has expired or is not valid")
+    return claims.key_lookup_hash
+
+
 async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
-    """The key's policy, from the headers alone: nothing of the body is read before this."""
-    secret = presented_secret(request.headers)
-    if not secret and subscription.subscription_token(request.headers):
-        raise subscription.missing_gateway_key()
-    if not secret:
-        raise GatewayError(
-            401,
-            "authentication_error",
-            "No virtual key: send it in x-api-key or Authorization: Bearer.",
-        )
-    lookup_hash = hash_secret(secret)
+    """The key's policy, from the headers alone: nothing of the body is read before this.
+
+    On the routes of a signed-in Claude Code session (GATEWAY_SIGNIN_PATH) the bearer is an
+    access token the gateway minted, naming the developer's key; elsewhere, the key itself.
+    """
+    session = runtime.signin_routes(request.path)
+    if session:
+        lookup_hash = session_key_hash(runtime, request.headers)
+    else:
+        lookup_hash = _presented_key_hash(request)
     guard = runtime.auth_guard
     address = request.client_address
     if runtime.snapshots.cached_key(lookup_hash) is None and guard.blocked(address, lookup_hash):
@@ -74,6 +96,8 @@ async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
             "Retry shortly.",
             headers=[(b"retry-after", b"5")],
         ) from exc
+    if policy is None and session:  # the developer was deprovisioned, or the key revoked
+        raise _session_expired("Your gateway access has been withdrawn")
     if policy is None:
         guard.record_failure(address, lookup_hash)
         raise GatewayError(401, "authentication_error", "Invalid virtual key (unknown or revoked).")
@@ -83,6 +107,19 @@ async def authenticate(runtime: Runtime, request: Incoming) -> KeyPolicy:
             401, "authentication_error", f'Virtual key "{policy.key_name}" has expired.'
         )
     return policy
+
+
+def _presented_key_hash(request: Incoming) -> str:
+    secret = presented_secret(request.headers)
+    if not secret and subscription.subscription_token(request.headers):
+        raise subscription.missing_gateway_key()
+    if not secret:
+        raise GatewayError(
+            401,
+            "authentication_error",
+            "No virtual key: send it in x-api-key or Authorization: Bearer.",
+        )
+    return hash_secret(secret)
 
 
 async def authenticate_recorded(runtime: Runtime, request: Incoming, route: str) -> KeyPolicy:

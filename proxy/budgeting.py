@@ -75,6 +75,9 @@ class Admitted:
     # False for Claude-subscription traffic the organization keeps outside its budgets.
     budgeted: bool = True
     subscription_token: str = field(default="", repr=False)
+    # The fullest enforced budget at admission and what it had used before this request
+    # (proxy/spendsignals.py tells a signed-in Claude Code).
+    fullest: tuple[admission.PlannedBudget, int] | None = None
 
 
 def price_for_target(
@@ -184,6 +187,8 @@ async def _admit_first_target(
         if result.admitted:
             admitted.order, admitted.plan, admitted.est = admitted.order[index:], plan, est
             admitted.reserved = {charge.key: charge for charge in plan.counters.budgets}
+            if result.index >= 0:
+                admitted.fullest = (plan.budgets[result.index], result.current)
             return None
         if result.outcome == Outcome.RATE_LIMITED:
             raise admission.rate_refusal(plan=plan, result=result)

@@ -12,7 +12,7 @@ from django.conf import settings
 
 from governance.policy import KeyPolicy, RouteTarget
 from governance.pricing import Usage
-from proxy import subscription, toolfilter
+from proxy import spendsignals, subscription, toolfilter
 from proxy.asgi import ClientGone, Incoming, Receive, Send, read_body
 from proxy.auth import authenticate
 from proxy.budgeting import (
@@ -58,6 +58,20 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
+def prepare_session(body: bytes) -> Prepared:
+    """A signed-in Claude Code session's request: Anthropic, answered with budget signals."""
+    prepared = prepare_anthropic(body)
+    return Prepared(prepared.parsed, prepared.body, spendsignals.SessionShape())
+
+
+async def session_messages(
+    runtime: Runtime, request: Incoming, receive: Receive, send: Send
+) -> None:
+    await serve_messages(
+        runtime, request, receive, send, route="claude_code.messages", prepare=prepare_session
+    )
+
+
 async def messages(runtime: Runtime, request: Incoming, receive: Receive, send: Send) -> None:
     await serve_messages(
         runtime, request, receive, send, route="anthropic.messages", prepare=prepare_anthropic
@@ -96,6 +110,13 @@ async def serve_messages(
             decision = policy.decide_model(parsed["model"])
             if not decision.allowed:
                 raise model_refusal(decision.refusal)
+            if not policy.available(parsed["model"]):
+                raise GatewayError(
+                    400,
+                    "invalid_request_error",
+                    f'Model "{parsed["model"]}" is not in your team\'s available models '
+                    f"({', '.join(policy.available_models)}).",
+                )
             admitted = await admit_request(
                 runtime,
                 policy,
@@ -113,6 +134,11 @@ async def serve_messages(
             if refusal is failure:
                 raise
             raise refusal from failure
+        if isinstance(prepared.shape, spendsignals.SessionShape) and admitted.fullest:
+            planned, used = admitted.fullest
+            prepared.shape.signals = spendsignals.allowed_headers(
+                planned.rule, planned.window, used
+            )
         await _forward_messages(
             runtime,
             request,

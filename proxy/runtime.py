@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
-from governance import periods, policy
+from governance import periods, policy, signin_tokens
 from governance.policy import BudgetRule
 from proxy.asgi import InflightBytes, TrustedProxies
 from proxy.counters.base import AdmissionPlan, CounterStore, CounterStoreUnavailable
@@ -188,10 +188,19 @@ class Runtime:
         self.seed_budget = _ledger_spend
         self.pending_releases = PendingReleases(self.store)
         self.health = health_gate.from_settings()
+        # Claude Code signed in through the gateway (governance/signin_tokens.py).
+        self.signin_prefix = settings.GATEWAY_SIGNIN_PATH
+        self.signin_key = signin_tokens.signing_key(
+            settings.GATEWAY_SIGNIN_KEY, settings.SECRET_KEY
+        )
         self.failover_limits = Limits(
             attempts=settings.GATEWAY_MAX_ATTEMPTS, seconds=settings.GATEWAY_FAILOVER_SECONDS
         )
         self.mcp = McpGateway(self)  # /mcp: proxy/mcp/
+
+    def signin_routes(self, path: str) -> bool:
+        """Whether `path` is a route of a signed-in Claude Code session."""
+        return path.startswith(self.signin_prefix + "/")
 
     async def close(self) -> None:
         await self.mcp.close()  # first: the usage events of its last tool calls are then flushed

@@ -72,8 +72,11 @@ class Outcome(IntEnum):
 @dataclass(frozen=True, slots=True)
 class AdmissionResult:
     outcome: Outcome
-    index: int = -1  # which budget or rate charge failed
-    current: int = 0  # its spent+reserved (micros) or count
+    # Refused: which budget or rate charge failed, and its spent+reserved (micros) or count.
+    # Admitted: the fullest enforced budget (highest share of its limit, -1 if none) and what
+    # it had spent and reserved before this request.
+    index: int = -1
+    current: int = 0
     retry_after_ms: int = 0
     missing: tuple[int, ...] = field(default=())  # budget indexes with no counter yet
 

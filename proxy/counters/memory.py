@@ -112,16 +112,27 @@ class MemoryCounterStore:
         if missing:
             return AdmissionResult(Outcome.COUNTERS_MISSING, missing=missing)
         live = [counter for counter in counters if counter is not None]
+        fullest, fullest_used = -1, 0
         for index, (charge, counter) in enumerate(zip(plan.budgets, live, strict=True)):
             used = counter.settled + counter.reserved
             if charge.enforce and used + charge.reserve_micros > charge.limit_micros:
                 return AdmissionResult(Outcome.BUDGET_EXHAUSTED, index=index, current=used)
+            if (
+                charge.enforce
+                and charge.limit_micros > 0
+                and (
+                    fullest < 0
+                    or used * plan.budgets[fullest].limit_micros
+                    > fullest_used * charge.limit_micros
+                )
+            ):
+                fullest, fullest_used = index, used
         for index, rate in enumerate(plan.rates):
             refused = self._check_rate(index, rate, now)
             if refused is not None:
                 return refused
         self._reserve(plan, live, now)
-        return AdmissionResult(Outcome.ADMITTED)
+        return AdmissionResult(Outcome.ADMITTED, index=fullest, current=fullest_used)
 
     def _check_rate(self, index: int, rate: RateCharge, now: float) -> AdmissionResult | None:
         if rate.kind == RateKind.CONCURRENT:

@@ -101,10 +101,18 @@ for i = 1, nb do
   end
 end
 if #missing > 0 then return {2, -1, 0, 0, missing} end
+-- The fullest enforced budget (used / limit, compared in integers) is reported on admission.
+local fullest, fullest_used, fullest_limit = -1, 0, 1
 for i = 1, nb do
   local a = 8 + (i - 1) * 3
-  if ARGV[a + 3] == '1' and used[i] + tonumber(ARGV[a + 2]) > tonumber(ARGV[a + 1]) then
-    return {1, i - 1, used[i], 0, {}}
+  local limit = tonumber(ARGV[a + 1])
+  if ARGV[a + 3] == '1' then
+    if used[i] + tonumber(ARGV[a + 2]) > limit then
+      return {1, i - 1, used[i], 0, {}}
+    end
+    if limit > 0 and (fullest < 0 or used[i] * fullest_limit > fullest_used * limit) then
+      fullest, fullest_used, fullest_limit = i - 1, used[i], limit
+    end
   end
 end
 local rb = 8 + nb * 3
@@ -160,7 +168,7 @@ for j = 1, nr do
 end
 if #fields > 0 then redis.call('HSET', record, unpack(fields)) end
 if fresh ~= nil then redis.call('ZADD', index, ARGV[4], ARGV[5]) end
-return {0, -1, 0, 0, {}}
+return {0, fullest, fullest_used, 0, {}}
 """
 )
 

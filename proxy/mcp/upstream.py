@@ -20,9 +20,9 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx2
 import mcp_types as types
@@ -31,6 +31,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -38,6 +39,7 @@ from governance import outbound, policy
 from governance.policy import McpServerConfig
 
 logger = logging.getLogger("gateway.mcp")
+T = TypeVar("T")
 
 INITIAL_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
@@ -117,13 +119,24 @@ async def _watched(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def _http_transport(config: McpServerConfig) -> AsyncIterator[Any]:
+async def _http_transport(
+    config: McpServerConfig, on_session_gone: Callable[[], None]
+) -> AsyncIterator[Any]:
     # Checked at each (re)connection: the URL was checked when saved, but a name can be
     # re-pointed since (the addresses of later lookups by the HTTP client are not re-checked).
     await sync_to_async(outbound.checked_addresses, thread_sensitive=False)(config.url)
     headers = dict(config.credentials.get("headers", {}))
+
+    async def watch(response: httpx2.Response) -> None:
+        # A 404 to a request naming a session: the server forgot it (the specification's
+        # signal to start a new one); the request itself never ran.
+        if response.status_code == 404 and "mcp-session-id" in response.request.headers:
+            on_session_gone()
+
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=HTTP_TIMEOUT) as http,
+        httpx2.AsyncClient(
+            headers=headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [watch]}
+        ) as http,
         streamable_http_client(config.url, http_client=http) as streams,
     ):
         yield streams
@@ -156,6 +169,7 @@ class UpstreamConnection:
         self._tools_generation = 0
         self._listing = asyncio.Lock()
         self.connections = 0  # sessions established so far (restarts + 1), for tests and logs
+        self._sessions_gone = 0  # 404s to requests of a session (the server forgot it)
 
     @property
     def name(self) -> str:
@@ -173,7 +187,7 @@ class UpstreamConnection:
     def _transport(self) -> Any:
         if self.config.transport == "stdio":
             return _stdio_transport(self.config)
-        return _http_transport(self.config)
+        return _http_transport(self.config, self._session_gone)
 
     async def _own(self) -> None:
         delay = INITIAL_BACKOFF_SECONDS
@@ -297,6 +311,9 @@ class UpstreamConnection:
                 f'MCP server "{self.name}" did not connect within {self.config.timeout_seconds:g} s'
             ) from None
 
+    def _session_gone(self) -> None:
+        self._sessions_gone += 1
+
     def invalidate_tools(self) -> None:
         self._tools = None
         self._tools_generation += 1
@@ -309,30 +326,52 @@ class UpstreamConnection:
             if self._tools is not None and time.monotonic() - self._tools_at < self._tools_ttl:
                 return self._tools
             generation, started = self._tools_generation, time.monotonic()
-            client = await self._session()
-            tools: list[types.Tool] = []
-            cursor: str | None = None
-            ttl = TOOLS_TTL_SECONDS
-            async with asyncio.timeout(self.config.timeout_seconds):
-                for _ in range(MAX_TOOL_PAGES):
-                    page = await client.list_tools(cursor=cursor)
-                    tools.extend(page.tools)
-                    if page.ttl_ms:
-                        ttl = min(ttl, max(MIN_TOOLS_TTL_SECONDS, page.ttl_ms / 1000))
-                    cursor = page.next_cursor
-                    if not cursor:
-                        break
+            tools, ttl = await self._in_session(self._list_all)
             if generation == self._tools_generation:  # not invalidated meanwhile
                 self._tools, self._tools_at, self._tools_ttl = tools, started, ttl
             await _remember(self.name, tools)
             return tools
 
+    async def _list_all(self, client: Client) -> tuple[list[types.Tool], float]:
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        ttl = TOOLS_TTL_SECONDS
+        for _ in range(MAX_TOOL_PAGES):
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            if page.ttl_ms:
+                ttl = min(ttl, max(MIN_TOOLS_TTL_SECONDS, page.ttl_ms / 1000))
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools, ttl
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, progress: ProgressFnT | None = None
     ) -> types.CallToolResult:
-        client = await self._session()
-        async with asyncio.timeout(self.config.timeout_seconds):
+        async def call(client: Client) -> types.CallToolResult:
             return await client.call_tool(name, arguments, progress_callback=progress)
+
+        return await self._in_session(call)
+
+    async def _in_session(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run `operation` on the live session, within the server's timeout. A session the
+        server no longer knows (it restarted: 404) never ran the request, so the request is
+        sent once more on a new session."""
+        for attempt in range(2):
+            client = await self._session()
+            gone_before = self._sessions_gone
+            try:
+                async with asyncio.timeout(self.config.timeout_seconds):
+                    return await operation(client)
+            except MCPError as error:
+                gone = self._sessions_gone != gone_before
+                if gone or _server_failed(error):
+                    logger.warning("MCP server %s: session lost; opening a new one", self.name)
+                    self._mark_lost(self._lost)
+                if attempt or not gone:
+                    raise
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         self._closing.set()
@@ -345,6 +384,15 @@ class UpstreamConnection:
                     await self._owner
             except Exception:
                 logger.exception("MCP server %s: error while closing", self.name)
+
+
+def _server_failed(error: MCPError) -> bool:
+    """The SDK's stand-in for an HTTP error status without a JSON-RPC answer: whatever the
+    server's state, a new session is opened for the next call (a server that forgot the
+    session without saying 404 answers like this)."""
+    return (
+        error.code == types.INTERNAL_ERROR and error.message == "Server returned an error response"
+    )
 
 
 async def _remember(server: str, tools: list[types.Tool]) -> None:

@@ -73,7 +73,7 @@ class Watcher:
 
     def add(self, token: object, watched: _Watched) -> None:
         if len(self._watched) >= MAX_WATCHED and token not in self._watched:
-            self._expire(time.monotonic(), 0.0)  # bounded: the least recently seen go first
+            self._drop_oldest_sessions()
         self._watched[token] = watched
 
     def remove(self, token: object) -> None:
@@ -102,15 +102,21 @@ class Watcher:
     def bus(self, lookup_hash: str, fingerprint: str) -> Any:
         return _KeyBus(self, lookup_hash, fingerprint)
 
-    def _expire(self, now: float, idle: float) -> None:
-        stale = [
+    def _expire(self, now: float) -> None:
+        """Forget sessions idle past the SDK's idle timeout (listen streams end on their own)."""
+        for token in [
             token
             for token, watched in self._watched.items()
-            if watched.seen_at and now - watched.seen_at >= idle
-        ]
-        if not stale and len(self._watched) >= MAX_WATCHED:
-            stale = sorted(self._watched, key=lambda t: self._watched[t].seen_at)[:1000]
-        for token in stale:
+            if watched.seen_at and now - watched.seen_at >= SESSION_IDLE_SECONDS
+        ]:
+            self._watched.pop(token, None)
+
+    def _drop_oldest_sessions(self) -> None:
+        """Bounded memory: the tenth of the sessions seen least recently are forgotten (they
+        miss change notices, nothing else)."""
+        sessions = [token for token, watched in self._watched.items() if watched.seen_at]
+        sessions.sort(key=lambda token: self._watched[token].seen_at)
+        for token in sessions[: max(1, MAX_WATCHED // 10)]:
             self._watched.pop(token, None)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -124,7 +130,7 @@ class Watcher:
                 logger.exception("checking MCP tool lists for changes failed")
 
     async def check(self) -> None:
-        self._expire(time.monotonic(), SESSION_IDLE_SECONDS)
+        self._expire(time.monotonic())
         by_key: dict[str, list[object]] = {}
         for token, watched in self._watched.items():
             by_key.setdefault(watched.lookup_hash, []).append(token)

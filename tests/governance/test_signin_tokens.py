@@ -9,7 +9,7 @@ import jwt
 from governance import signin_tokens
 
 KEY = signin_tokens.signing_key("", "test-secret")
-ISSUER = "http://127.0.0.1:8080/claude-code"
+ISSUER = signin_tokens.ISSUER
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
 
 
@@ -41,7 +41,7 @@ def test_a_minted_token_verifies_and_names_the_developers_key():
 def test_expired_foreign_and_tampered_tokens_are_refused():
     expired = mint(now=NOW - dt.timedelta(days=1))
     foreign = mint(key=b"another key")
-    other_issuer = mint(issuer="http://elsewhere")
+    other_issuer = mint(issuer="someone-else")
     token = mint()
     header, payload, signature = token.split(".")
     tampered = ".".join((header, payload[:-2] + "AA", signature))

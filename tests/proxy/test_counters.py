@@ -639,3 +639,28 @@ async def test_two_plans_of_one_request_on_one_counter_are_released_once(stores:
     await store.settle(main, cost_micros=40, tokens=0)
 
     assert await store.budget_spent("b:org:2026-11") == 40
+
+
+async def test_admission_reports_the_fullest_budget_before_this_request(stores: Stores) -> None:
+    """For the utilisation headers a signed-in Claude Code reads (75 % and 95 % warnings)."""
+    store = stores.store
+    await store.seed_budget("b:key:2026-11", 300, 3600)  # 30 % of 1,000
+    await store.seed_budget("b:team:2026-11", 6_000, 3600)  # 60 % of 10,000
+    await store.seed_budget("b:alert:2026-11", 9_999, 3600)  # alert-only: never the fullest
+
+    result = await store.admit(
+        plan(
+            budget("b:key:2026-11", limit=1_000, reserve=10),
+            budget("b:team:2026-11", limit=10_000, reserve=10),
+            budget("b:alert:2026-11", limit=10_000, reserve=10, enforce=False),
+        )
+    )
+
+    assert result.admitted
+    assert (result.index, result.current) == (1, 6_000)
+
+
+async def test_admission_without_enforced_budgets_reports_no_fullest(stores: Stores) -> None:
+    result = await stores.store.admit(plan(rate("r:key:1:rpm", limit=5)))
+
+    assert result.admitted and result.index == -1

@@ -19,6 +19,8 @@ class RecordingServer:
     """A Streamable HTTP MCP server in a thread; `requests` holds the headers of every request."""
 
     mcp: MCPServer
+    legacy_only: bool = False  # refuse 2026-07-28 requests: clients fall back to initialize
+    port: int = 0
     requests: list[dict[str, str]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     url: str = ""
@@ -30,12 +32,17 @@ class RecordingServer:
 
         async def recording(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http":
-                self.requests.append(
-                    {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-                )
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+                }
+                self.requests.append(headers)
+                if self.legacy_only and headers.get("mcp-protocol-version") == "2026-07-28":
+                    await send({"type": "http.response.start", "status": 400, "headers": []})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
             await app(scope, receive, send)
 
-        port = free_port()
+        port = self.port = self.port or free_port()
         config = uvicorn.Config(
             recording, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
         )
@@ -115,6 +122,20 @@ def devtools_server() -> RecordingServer:
         for step in range(steps):
             await ctx.report_progress(step + 1, steps, f"step {step + 1}")
         return "done"
+
+    return recorder
+
+
+def legacy_server(port: int = 0) -> RecordingServer:
+    """A server that speaks only the session era (its sessions live in its memory)."""
+    mcp = MCPServer("legacy")
+    recorder = RecordingServer(mcp, legacy_only=True, port=port)
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        recorder.calls.append(("echo", {"text": text}))
+        return text
 
     return recorder
 

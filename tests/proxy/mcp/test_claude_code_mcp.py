@@ -6,10 +6,10 @@ Runs where the CLI is installed (see tests/proxy/test_claude_code.py); skipped o
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
-import orjson
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -57,19 +57,21 @@ def claude(home: Path, gateway: GatewayServer, secret: str, *args: str) -> str:
     return done.stdout
 
 
-def test_claude_code_sees_only_the_granted_gateway_tools(
-    gateway: GatewayServer,
-    world: World,
-    backend: Team_,
-    devtools: RecordingServer,
-    finance: RecordingServer,
-    fake_upstream: FakeAnthropic,
-    tmp_path: Path,
-) -> None:
-    route_claude_to(fake_upstream)
+@pytest.fixture
+def granted(
+    world: World, backend: Team_, devtools: RecordingServer, finance: RecordingServer
+) -> World:
     world.add_server(http_config("devtools", devtools))
     world.add_server(http_config("finance", finance))
     world.grant(backend.key_id, grant("devtools", "echo", "add"))
+    return world
+
+
+@pytest.mark.usefixtures("granted")
+def test_claude_code_sees_only_the_granted_gateway_tools(
+    gateway: GatewayServer, backend: Team_, fake_upstream: FakeAnthropic, tmp_path: Path
+) -> None:
+    route_claude_to(fake_upstream)
     home = tmp_path / "home"
     claude(
         home,
@@ -87,11 +89,9 @@ def test_claude_code_sees_only_the_granted_gateway_tools(
 
     claude(home, gateway, backend.secret, "-p", "Use the gateway tools to add 2 and 3.")
 
-    requests = [orjson.loads(r.body) for r in fake_upstream.received if r.path.endswith("/messages")]
-    offered = {tool["name"] for body in requests for tool in body.get("tools", [])}
-    gateway_tools = {name for name in offered if name.startswith("mcp__gateway__")}
-    print("OFFERED", sorted(offered), len(requests), devtools.requests[:2])
-    print("LIST", claude(home, gateway, backend.secret, "mcp", "list"))
-    import re
-    print("MENTIONS", sorted(set(re.findall(r"mcp__gateway__[A-Za-z0-9_-]+", orjson.dumps(requests).decode()))))
-    assert gateway_tools == {"mcp__gateway__devtools__echo", "mcp__gateway__devtools__add"}
+    # Claude Code defers MCP tools behind its tool search: their names are listed in the request
+    # (the definitions follow once the model searches), so every mention counts.
+    forwarded = b"".join(r.body for r in fake_upstream.received if r.path.endswith("/messages"))
+    mentioned = set(re.findall(rb"mcp__gateway__[A-Za-z0-9_-]+", forwarded))
+    assert mentioned == {b"mcp__gateway__devtools__echo", b"mcp__gateway__devtools__add"}
+    assert b"finance" not in forwarded and b"db_drop" not in forwarded

@@ -28,7 +28,7 @@ from tests.proxy.mcp.conftest import (
     stdio_config,
     tool_names,
 )
-from tests.proxy.mcp.servers import RecordingServer
+from tests.proxy.mcp.servers import RecordingServer, legacy_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -413,6 +413,31 @@ async def test_progress_of_an_upstream_tool_reaches_the_client(gateway, granted,
         )
     assert text_of(result) == "done"
     assert seen == [1, 2, 3]
+
+
+async def test_restarted_session_era_server_gets_a_new_session_for_the_same_call(
+    gateway, world, backend
+):
+    """The upstream forgot the gateway's session (restart): it answers 404, which means the
+    call never ran, so the gateway opens a new session and sends the call again."""
+    first = legacy_server().start()
+    world.add_server(http_config("legacy", first))
+    world.grant(backend.key_id, grant("legacy", "echo"))
+    try:
+        async with connect(gateway, backend.secret) as client:
+            assert text_of(await client.call_tool("legacy__echo", {"text": "one"})) == "one"
+            await asyncio.to_thread(first.stop)
+            second = await asyncio.to_thread(lambda: legacy_server(first.port).start())
+            try:
+                assert text_of(await client.call_tool("legacy__echo", {"text": "two"})) == "two"
+            finally:
+                await asyncio.to_thread(second.stop)
+    finally:
+        first.stop()
+    assert any(h.get("mcp-session-id") for h in first.requests)  # a session-era upstream
+    assert second.calls == [("echo", {"text": "two"})]
+    connection = gateway.runtime.mcp.upstreams.connection("legacy")
+    assert connection is not None and connection.connections == 2
 
 
 async def test_stdio_server_is_launched_with_its_environment(gateway, world, backend):

@@ -4,6 +4,7 @@ into .tools/; skipped when it is not there (no Node.js)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -38,29 +39,42 @@ def text_of(result: types.CallToolResult) -> str:
     return "".join(block.text for block in result.content if isinstance(block, types.TextContent))
 
 
-@pytest.fixture
-def everything_http() -> Iterator[str]:
+class EverythingOverHttp:
     """server-everything over Streamable HTTP on a free port (it listens where PORT says)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(NODE), str(ENTRY), "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [str(NODE), str(ENTRY), "streamableHttp"],
+            env={**os.environ, "PORT": str(self.port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 20
         while True:
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or process.poll() is not None:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError("server-everything did not start")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def everything_http() -> Iterator[EverythingOverHttp]:
+    server = EverythingOverHttp()
+    server.start()
+    yield server
+    server.stop()
 
 
 async def _granted_calls(gateway, backend: Team_) -> None:
@@ -85,10 +99,28 @@ async def test_reference_server_over_stdio(gateway, world: World, backend: Team_
 
 
 async def test_reference_server_over_http(gateway, world: World, backend: Team_, everything_http):
-    world.add_server(McpServerConfig(name="everything", transport="http", url=everything_http))
+    world.add_server(McpServerConfig(name="everything", transport="http", url=everything_http.url))
     world.grant(backend.key_id, grant("everything", "echo", "get-sum"))
     await _granted_calls(gateway, backend)
     async with connect(gateway, backend.secret, mode="auto") as client:
         assert client.protocol_version == "2026-07-28"  # stateless toward the client
         echoed = await client.call_tool("everything__echo", {"message": "modern"})
     assert text_of(echoed) == "Echo: modern"
+
+
+async def test_restarted_http_server_is_reached_again(gateway, world, backend, everything_http):
+    """server-everything answers a session it forgot with a plain 400 (not the 404 the
+    specification asks for), so that call fails; the gateway opens a new session for the
+    next."""
+    world.add_server(McpServerConfig(name="everything", transport="http", url=everything_http.url))
+    world.grant(backend.key_id, grant("everything", "echo"))
+    async with connect(gateway, backend.secret) as client:
+        first = await client.call_tool("everything__echo", {"message": "before"})
+        await asyncio.to_thread(everything_http.stop)
+        await asyncio.to_thread(everything_http.start)
+        with pytest.raises(MCPError):
+            await client.call_tool("everything__echo", {"message": "lost"})
+        after = await client.call_tool("everything__echo", {"message": "after"})
+    assert (text_of(first), text_of(after)) == ("Echo: before", "Echo: after")
+    connection = gateway.runtime.mcp.upstreams.connection("everything")
+    assert connection is not None and connection.connections == 2
