@@ -303,6 +303,8 @@ GATEWAY_OPENAI_DEFAULT_MAX_TOKENS = env.int("GATEWAY_OPENAI_DEFAULT_MAX_TOKENS",
 # derived from DJANGO_SECRET_KEY; governance/signin_tokens.py).
 GATEWAY_SIGNIN_PATH = "/" + env.str("GATEWAY_SIGNIN_PATH", default="/claude-code").strip("/")
 GATEWAY_SIGNIN_KEY = env.str("GATEWAY_SIGNIN_KEY", default="")
+if GATEWAY_SIGNIN_KEY and len(GATEWAY_SIGNIN_KEY) < 32:
+    raise ImproperlyConfigured("GATEWAY_SIGNIN_KEY must be at least 32 characters (HS256 key).")
 GATEWAY_SIGNIN_TOKEN_MINUTES = env.int("GATEWAY_SIGNIN_TOKEN_MINUTES", default=10)
 # Output tokens reserved per request at admission (see proxy/admission.py for the bound).
 GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default=4096)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import httpx
@@ -47,11 +48,15 @@ def developer(governed: Governed):
     return factories.issued_key(parent=governed.key, name="alice@acme.dev")
 
 
+def an_hour_ago() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+
 def session_post(gateway: GatewayServer, token: str, path: str = "/v1/messages", body=BODY):
     return httpx.post(
         gateway.base_url + settings.GATEWAY_SIGNIN_PATH + path,
         json=body,
-        headers={"authorization": f"Bearer {token}"},
+        headers={"authorization": f"Bearer {token}"} if token else {},
         params={"beta": "true"},
         timeout=10,
     )
@@ -137,7 +142,7 @@ def test_a_bad_session_token_sends_claude_code_back_to_login(gateway, developer,
             subject="x",
             email="",
             groups=(),
-            key=b"not the gateway's key",
+            key=b"not the gateway's key, long enough for HS256",
             now=dt.datetime.now(dt.UTC),
         ),
         "missing": "",
@@ -196,4 +201,4 @@ def test_available_models_are_matched_by_any_name_of_a_model():
     assert policy.available("claude-sonnet-4-6[1m]")  # Claude Code's 1M-context hint
     assert policy.available("claude-haiku-4-5-20251001")
     assert not policy.available("claude-opus-4-6")
-    assert KeyPolicy(**{**policy.__dict__, "available_models": ()}).available("anything")
+    assert dataclasses.replace(policy, available_models=()).available("anything")
