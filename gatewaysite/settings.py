@@ -306,6 +306,9 @@ GATEWAY_SIGNIN_KEY = env.str("GATEWAY_SIGNIN_KEY", default="")
 if GATEWAY_SIGNIN_KEY and len(GATEWAY_SIGNIN_KEY) < 32:
     raise ImproperlyConfigured("GATEWAY_SIGNIN_KEY must be at least 32 characters (HS256 key).")
 GATEWAY_SIGNIN_TOKEN_MINUTES = env.int("GATEWAY_SIGNIN_TOKEN_MINUTES", default=10)
+# Scopes the Claude Code sign-in asks the identity provider for (governance/signin/); empty:
+# GATEWAY_OIDC_SCOPES plus offline_access, so that every refresh re-reads the developer's groups.
+GATEWAY_SIGNIN_SCOPES = env.str("GATEWAY_SIGNIN_SCOPES", default="")
 # Output tokens reserved per request at admission (see proxy/admission.py for the bound).
 GATEWAY_RESERVE_OUTPUT_TOKENS = env.int("GATEWAY_RESERVE_OUTPUT_TOKENS", default=4096)
 # Reserve the full max_tokens instead: budgets then never overshoot, at the price of refusing

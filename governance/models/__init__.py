@@ -12,6 +12,13 @@ from governance.models.limits import ModelPolicy, RateLimit
 from governance.models.orgs import Organization, Project, Team
 from governance.models.prices import ModelPrice
 from governance.models.providers import Deployment, ModelRoute, Provider
+from governance.models.signin import (
+    DeveloperKey,
+    DeviceGrant,
+    OrganizationSignIn,
+    SignInSession,
+    TeamSignIn,
+)
 from governance.models.tools import MCPServer, MCPToolGrant, MCPToolPrice
 
 __all__ = [
@@ -20,6 +27,8 @@ __all__ = [
     "AuditEvent",
     "Budget",
     "Deployment",
+    "DeveloperKey",
+    "DeviceGrant",
     "IdempotencyRecord",
     "IdpGroupRole",
     "MCPServer",
@@ -31,12 +40,15 @@ __all__ = [
     "ModelRoute",
     "OIDCIdentity",
     "Organization",
+    "OrganizationSignIn",
     "PolicyChange",
     "Project",
     "Provider",
     "RateLimit",
     "Role",
+    "SignInSession",
     "Team",
     "TeamIdpGroup",
+    "TeamSignIn",
     "VirtualKey",
 ]
