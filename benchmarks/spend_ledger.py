@@ -238,6 +238,7 @@ def _sql_literal(value: Any) -> str:
         return "NULL"
     return "'" + str(value).replace("'", "''") + "'"
 
+
 TEMP_TABLES = """
 DROP TABLE IF EXISTS bench_sessions, bench_hours, bench_models;
 CREATE TEMP TABLE bench_sessions (

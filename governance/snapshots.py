@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from governance import crypto, selectors
+from governance import crypto, managed_settings, selectors
 from governance.models import (
     Budget,
     MCPServer,
@@ -28,6 +28,7 @@ from governance.policy import (
     ToolPrice,
 )
 from governance.pricing import Price, PriceBook, Rates
+from governance.signin import documents
 
 SCOPE_ORDER = {"key": 0, "team": 1, "project": 2, "organization": 3}
 
@@ -72,6 +73,7 @@ def build_key_policy(lookup_hash: str) -> KeyPolicy | None:
         model_rules=_model_rules(key, key_ids, team),
         tool_grants=_tool_grants(key, key_ids, team, project, org),
         mcp_code_mode=_mcp_code_mode(key, parent),
+        available_models=_available_models(org, team),
     )
 
 
@@ -188,6 +190,13 @@ def _tool_grant_rule(grant: MCPToolGrant) -> ToolGrantRule:
         denied=tuple(grant.denied_patterns),
         owner_id=owner.pk,
     )
+
+
+def _available_models(org: Organization, team: object | None) -> tuple[str, ...]:
+    """availableModels of the team's Claude Code managed settings (organization's base layer
+    merged with the team's), which the proxy also enforces."""
+    document = documents.team_document(organization_id=org.pk, team_id=getattr(team, "pk", None))
+    return managed_settings.available_models(document)
 
 
 def _mcp_code_mode(key: VirtualKey, parent: VirtualKey | None) -> str:

@@ -156,6 +156,7 @@ def test_usage_is_read_by_organization_or_led_team(world):
 
 def test_api_tokens_are_their_owners_own(world):
     access = user_with(Role.FINANCE, world.acme)
+    assert access.user_id is not None
     mine = ApiToken.objects.create(user_id=access.user_id, name="mine", lookup_hash="a" * 64)
     other = User.objects.create_user(username="other")
     theirs = ApiToken.objects.create(user=other, name="theirs", lookup_hash="b" * 64)
@@ -166,6 +167,7 @@ def test_api_tokens_are_their_owners_own(world):
 
 def test_a_removed_membership_takes_effect_for_a_fresh_user_object(world):
     access = user_with(Role.PLATFORM_ADMIN, world.acme)
+    assert access.user_id is not None
     user = User.objects.get(pk=access.user_id)
     Membership.objects.filter(user=user).delete()
 

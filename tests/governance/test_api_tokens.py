@@ -61,4 +61,5 @@ def test_create_api_token_prints_the_token_alone_on_its_last_line(user):
 
     last = out.getvalue().strip().splitlines()[-1]
     assert last.startswith("gwapi-") and " " not in last
-    assert tokens.authenticate(last).name == "onboarding"
+    found = tokens.authenticate(last)
+    assert found is not None and found.name == "onboarding"
