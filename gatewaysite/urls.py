@@ -23,6 +23,9 @@ urlpatterns = [
     path("admin/login/", identity_views.admin_login),
     path("admin/", admin.site.urls),
     path("sso/", include("governance.identity.urls")),  # single sign-on (OpenID Connect)
+    # Claude Code's /login through the gateway (README "Claude Code sign-in"); the inference
+    # routes under the same path are the proxy's.
+    path(settings.GATEWAY_SIGNIN_PATH.strip("/") + "/", include("governance.signin.urls")),
     # The REST API (README "REST API"); its schema and docs: staff sessions and API tokens
     # of users with a role (SPECTACULAR_SETTINGS says so too).
     # Reports and self-service (/api/v1/reports/…, /api/v1/me) before the resources' router.

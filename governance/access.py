@@ -37,6 +37,7 @@ from governance.models import (
     AuditEvent,
     Budget,
     Deployment,
+    DeveloperKey,
     IdpGroupRole,
     MCPServer,
     MCPToolGrant,
@@ -47,12 +48,15 @@ from governance.models import (
     ModelRoute,
     OIDCIdentity,
     Organization,
+    OrganizationSignIn,
     Project,
     Provider,
     RateLimit,
     Role,
+    SignInSession,
     Team,
     TeamIdpGroup,
+    TeamSignIn,
     VirtualKey,
 )
 
@@ -160,6 +164,21 @@ register(
 )
 register(TeamIdpGroup, Rule(ALL_ROLES, ADMIN, ("team__organization_id",), team_paths=("team_id",)))
 register(OIDCIdentity, Rule(ADMIN, ADMIN, None, everywhere_only=ADMIN))
+# Claude Code sign-in: a team's settings are the admins' (they can run commands on developers'
+# machines); team leads see their developers' keys and sessions, and may end or forget them.
+register(TeamSignIn, Rule(ALL_ROLES, ADMIN, ("team__organization_id",), team_paths=("team_id",)))
+register(OrganizationSignIn, Rule(ALL_ROLES - {Role.TEAM_LEAD}, ADMIN, ("organization_id",)))
+for _signed_in in (DeveloperKey, SignInSession):
+    register(
+        _signed_in,
+        Rule(
+            ALL_ROLES,
+            frozenset({Role.PLATFORM_ADMIN, Role.TEAM_LEAD}),
+            ("team__organization_id",),
+            team_paths=("team_id",),
+            team_change_paths=("team_id",),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -62,18 +63,21 @@ def _not_json(value: Any, depth: int = 0) -> str:
     """Why `value` (from YAML or a form) is not plain JSON, or ""."""
     if depth > 32:
         return "nested too deeply"
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if value is None or isinstance(value, str | bool | int | float):
         return ""
-    if isinstance(value, float):
-        return "" if value == value and abs(value) != float("inf") else "must be a finite number"
+    children: list[Any] = []
     if isinstance(value, list):
-        return next((p for p in (_not_json(item, depth + 1) for item in value) if p), "")
-    if isinstance(value, dict):
+        children = value
+    elif isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             return "keys must be strings"
-        return next((p for p in (_not_json(v, depth + 1) for v in value.values()) if p), "")
-    # YAML reads 2026-01-01 as a date: quoted, it stays the string Claude Code expects.
-    return f"{type(value).__name__} is not a JSON value (quote it)"
+        children = list(value.values())
+    else:
+        # YAML reads 2026-01-01 as a date: quoted, it stays the string Claude Code expects.
+        return f"{type(value).__name__} is not a JSON value (quote it)"
+    return next((p for p in (_not_json(child, depth + 1) for child in children) if p), "")
 
 
 def _env_value(value: Any) -> Any:
@@ -144,7 +148,9 @@ class DocumentError(ValueError):
     """A document that is not valid; `problems` are (path, message), path like `env.FOO`."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{path}: {message}" if path else message for path, message in problems))
+        super().__init__(
+            "; ".join(f"{path}: {message}" if path else message for path, message in problems)
+        )
         self.problems = problems
 
 
@@ -210,7 +216,9 @@ def _merge_hooks(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for event, entries in layer.items():
         below = merged.get(event)
-        joined = [*below, *entries] if isinstance(below, list) and isinstance(entries, list) else None
+        joined = (
+            [*below, *entries] if isinstance(below, list) and isinstance(entries, list) else None
+        )
         merged[event] = joined if joined is not None else copy.deepcopy(entries)
     return merged
 

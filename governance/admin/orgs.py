@@ -17,6 +17,7 @@ from governance.admin.budgets import (
 from governance.admin.identity import IdpGroupRoleInline, TeamIdpGroupInline
 from governance.admin.keys import ProjectKeyInline, TeamKeyInline
 from governance.admin.limits import ModelPolicyInline, RateLimitInline
+from governance.admin.signin import OrganizationSignInInline, TeamSignInInline
 from governance.models import Organization, Project, Team
 
 
@@ -48,7 +49,13 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
     )
     list_filter = ("admission_fail_mode", "unpriced_models", "subscription_traffic")
     search_fields = ("name", "display_name")
-    inlines = (TeamInline, ProjectInline, OrganizationBudgetInline, IdpGroupRoleInline)
+    inlines = (
+        TeamInline,
+        ProjectInline,
+        OrganizationBudgetInline,
+        IdpGroupRoleInline,
+        OrganizationSignInInline,
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # An aggregate drops Meta.ordering (GROUP BY); autocomplete pages need an order.
@@ -94,6 +101,7 @@ class TeamAdmin(ServiceModelAdmin[Team]):
             RateLimitInline,
             ModelPolicyInline,
             TeamIdpGroupInline,
+            TeamSignInInline,  # its sign-in key is one of the saved team's keys
         ]
 
     @admin.display(description="keys", ordering="key_total")

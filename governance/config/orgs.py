@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from governance.config import keys, nested, sso
+from governance.config import keys, nested, signin, sso
 from governance.config.context import Context
 from governance.config.errors import Path
 from governance.config.schema import OrganizationSpec, ProjectSpec, TeamSpec
@@ -31,6 +31,7 @@ def apply_organization(ctx: Context, spec: OrganizationSpec, path: Path) -> None
     ctx.declared_organizations.append(org)
     owner = nested.organization_owner(org)
     sso.reconcile_role_groups(ctx, spec.roles, org, (*path, "roles"))
+    signin.reconcile_organization(ctx, spec.managed_settings, org, (*path, "managed_settings"))
     nested.reconcile_budgets(ctx, spec.budgets, owner, (*path, "budgets"))
     # Projects first: a team's key may charge to one of them.
     for index, project in enumerate(spec.projects):
@@ -85,3 +86,4 @@ def _apply_team(ctx: Context, spec: TeamSpec, org: Organization, path: Path) -> 
                     (*key_path, "project"), f"unknown project {key.project!r} in {org.name}"
                 )
         keys.apply_key(ctx, key, organization=org, team=team, project=project, path=key_path)
+    signin.reconcile_team(ctx, spec, team, path)

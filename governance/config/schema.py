@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from governance.managed_settings import Document as ManagedSettings
 from governance.money import MICROS_PER_USD, MoneyError, usd_to_micros
 from governance.validators import validate_thresholds
 
@@ -246,6 +247,10 @@ class TeamSpec(Spec):
     keys: list[TeamKeySpec] = Field(default_factory=list)
     # Single sign-on: members of these IdP groups belong to the team (its leads lead it).
     idp_groups: list[IdpGroup] = Field(default_factory=list)
+    # Claude Code sign-in: the team key its developers' sub-keys hang under (default: the
+    # team's only key), and the team's managed settings over the organization's.
+    signin_key: KeyName | None = None
+    managed_settings: ManagedSettings | None = None
 
     _unique_groups = field_validator("idp_groups")(_no_repeated_groups)
 
@@ -270,6 +275,8 @@ class OrganizationSpec(Spec):
     subscription_traffic: Literal["refuse", "showback", "budgeted"] = "refuse"
     # Single sign-on: IdP groups -> roles in this organization.
     roles: RoleGroupsSpec = Field(default_factory=RoleGroupsSpec)
+    # Claude Code sign-in: the managed settings every team's developers get (base layer).
+    managed_settings: ManagedSettings | None = None
     budgets: list[BudgetSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     projects: list[ProjectSpec] = Field(default_factory=list)

@@ -29,11 +29,12 @@ SETTINGS_HELP = (
 )
 
 
-def _check_document(document: Any) -> None:
-    if document in (None, {}):
-        return
+def _check_document(document: Any) -> dict[str, Any]:
+    """The document as stored: checked and normalized (an empty form field is no document)."""
+    if document in (None, "", {}):
+        return {}
     try:
-        managed_settings.parse(document)
+        return managed_settings.parse(document)
     except managed_settings.DocumentError as error:
         raise ValidationError({"managed_settings": str(error)}) from None
 
@@ -55,7 +56,7 @@ class OrganizationSignIn(TimestampedModel):
         return f"Claude Code sign-in of {self.organization}"
 
     def clean(self) -> None:
-        _check_document(self.managed_settings)
+        self.managed_settings = _check_document(self.managed_settings)
 
 
 class TeamSignIn(TimestampedModel):
@@ -90,7 +91,7 @@ class TeamSignIn(TimestampedModel):
         return f"Claude Code sign-in of team {self.team}"
 
     def clean(self) -> None:
-        _check_document(self.managed_settings)
+        self.managed_settings = _check_document(self.managed_settings)
         key = self.signin_key
         if key is None:
             return

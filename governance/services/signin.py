@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -435,7 +434,9 @@ def refresh(refresh_token: str, *, client: str = "") -> Tokens:
     replaced), after checking again that the developer may be there."""
     token = codes.parse_refresh_token(refresh_token)
     session = (
-        SignInSession.objects.select_related("user", "team").filter(public_id=token.session_id).first()
+        SignInSession.objects.select_related("user", "team")
+        .filter(public_id=token.session_id)
+        .first()
         if token is not None
         else None
     )
@@ -507,8 +508,8 @@ def _current_identity(session: SignInSession) -> _Identity:
 def _rotate(
     session_id: int, token: codes.RefreshToken, identity: _Identity, client: str
 ) -> Tokens | TokenError:
-    session = SignInSession.objects.select_for_update().select_related("user", "team").get(
-        pk=session_id
+    session = (
+        SignInSession.objects.select_for_update().select_related("user", "team").get(pk=session_id)
     )
     if session.revoked_at is not None or session.refresh_hash != token.digest:
         return TokenError("invalid_grant", "this refresh token was just replaced")
@@ -573,4 +574,3 @@ def revoke(token: str) -> None:
         )
         if session is not None and digest in (session.refresh_hash, session.previous_refresh_hash):
             _revoke_session(session, "signed out (/logout)")
-

@@ -109,21 +109,8 @@ def token(request: HttpRequest) -> JsonResponse:
     limited = _limited(ratelimit.TOKEN, request)
     if limited is not None:
         return limited
-    grant_type = request.POST.get("grant_type", "")
-    client = str(request.headers.get("User-Agent", ""))
     try:
-        if grant_type == DEVICE_GRANT:
-            device_code = request.POST.get("device_code", "")
-            if not device_code:
-                return oauth_error("invalid_request", "device_code is required")
-            tokens = signin.redeem_device_code(device_code, client=client)
-        elif grant_type == "refresh_token":
-            refresh_token = request.POST.get("refresh_token", "")
-            if not refresh_token:
-                return oauth_error("invalid_request", "refresh_token is required")
-            tokens = signin.refresh(refresh_token, client=client)
-        else:
-            return oauth_error("unsupported_grant_type")
+        tokens = _grant(request)
     except signin.TokenError as error:
         return oauth_error(error.error, error.description, error.status)
     except DatabaseError:
@@ -137,6 +124,22 @@ def token(request: HttpRequest) -> JsonResponse:
             "refresh_token": tokens.refresh_token,
         }
     )
+
+
+def _grant(request: HttpRequest) -> signin.Tokens:
+    grant_type = request.POST.get("grant_type", "")
+    client = str(request.headers.get("User-Agent", ""))
+    if grant_type == DEVICE_GRANT:
+        device_code = request.POST.get("device_code", "")
+        if not device_code:
+            raise signin.TokenError("invalid_request", "device_code is required")
+        return signin.redeem_device_code(device_code, client=client)
+    if grant_type == "refresh_token":
+        refresh_token = request.POST.get("refresh_token", "")
+        if not refresh_token:
+            raise signin.TokenError("invalid_request", "refresh_token is required")
+        return signin.refresh(refresh_token, client=client)
+    raise signin.TokenError("unsupported_grant_type")
 
 
 @csrf_exempt

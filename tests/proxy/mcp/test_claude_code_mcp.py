@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.proxy.conftest import GatewayServer, free_port, route_claude_to
+from tests.proxy.conftest import GatewayServer, ensure_price_book, free_port, route_claude_to
 from tests.proxy.mcp.conftest import Team_, World, grant, http_config
 from tests.proxy.mcp.servers import RecordingServer
 from tests.proxy.test_claude_code import CLAUDE
@@ -71,6 +71,7 @@ def granted(
 def test_claude_code_sees_only_the_granted_gateway_tools(
     gateway: GatewayServer, backend: Team_, fake_upstream: FakeAnthropic, tmp_path: Path
 ) -> None:
+    ensure_price_book()  # transactional tests before this one may have emptied it
     route_claude_to(fake_upstream)
     home = tmp_path / "home"
     claude(
