@@ -78,6 +78,12 @@ class Admitted:
     # The fullest enforced budget at admission and what it had used before this request
     # (proxy/spendsignals.py tells a signed-in Claude Code).
     fullest: tuple[admission.PlannedBudget, int] | None = None
+    # The budget charges of each deployment tried, by deployment: settlement reuses them.
+    charges: dict[tuple[str, str], tuple[BudgetCharge, ...]] = field(default_factory=dict)
+
+
+def _deployment(target: RouteTarget) -> tuple[str, str]:
+    return target.provider.name, target.upstream_model
 
 
 def price_for_target(
@@ -187,6 +193,7 @@ async def _admit_first_target(
         if result.admitted:
             admitted.order, admitted.plan, admitted.est = admitted.order[index:], plan, est
             admitted.reserved = {charge.key: charge for charge in plan.counters.budgets}
+            admitted.charges[_deployment(target)] = plan.counters.budgets
             if result.index >= 0:
                 admitted.fullest = (plan.budgets[result.index], result.current)
             return None
@@ -230,6 +237,7 @@ def failover_admission(runtime: Runtime, policy: KeyPolicy, admitted: Admitted) 
             reservation_id=admitted.plan.counters.reservation_id,
             rate_kinds=frozenset(),
         )
+        admitted.charges[_deployment(target)] = full.counters.budgets
         new = [
             (planned, charge)
             for planned, charge in zip(full.budgets, full.counters.budgets, strict=True)
@@ -289,6 +297,20 @@ def request_cost(
     return price.cost_micros(usage), True
 
 
+def _charges_of(
+    policy: KeyPolicy, admitted: Admitted, target: RouteTarget
+) -> tuple[BudgetCharge, ...]:
+    """The charges of a deployment admission did not reserve for (admission bypassed at
+    failover while the counter store was down)."""
+    return admission.budget_charges(
+        policy=policy,
+        model=governed_model(target),
+        provider=target.provider.name,
+        est=admitted.est,
+        now=admitted.now,
+    )[1]
+
+
 async def settle(
     runtime: Runtime,
     policy: KeyPolicy,
@@ -307,27 +329,26 @@ async def settle(
     plan = admitted.plan
     if plan is None:
         return
-    _, served = (
-        admission.budget_charges(
-            policy=policy,
-            model=governed_model(target),
-            provider=target.provider.name,
-            est=admitted.est,
-            now=admitted.now,
-        )
-        if admitted.budgeted
-        else ((), ())
-    )
-    served_keys = {charge.key for charge in served}
-    unused = tuple(c for key, c in admitted.reserved.items() if key not in served_keys)
-    steps = [
-        (tuple(admitted.reserved.get(c.key, c) for c in served), plan.counters.rates, cost_micros),
-        (unused, (), 0),
-    ]
+    served: tuple[BudgetCharge, ...] = ()
+    if admitted.budgeted:
+        served = admitted.charges.get(_deployment(target)) or _charges_of(policy, admitted, target)
+    if served is plan.counters.budgets and len(admitted.reserved) == len(served):
+        # The common case: the deployment admitted first served and nothing else was reserved.
+        steps = [(served, plan.counters.rates, cost_micros)]
+    else:
+        reserved = admitted.reserved
+        served = tuple(reserved.get(c.key, c) for c in served)
+        served_keys = {charge.key for charge in served}
+        unused = tuple(c for key, c in reserved.items() if key not in served_keys)
+        steps = [(served, plan.counters.rates, cost_micros), (unused, (), 0)]
     for index, (budgets, rates, cost) in enumerate(steps):
         if not budgets and not rates:
             continue
-        settlement = replace(plan.counters, budgets=budgets, rates=rates)
+        settlement = (
+            plan.counters
+            if budgets is plan.counters.budgets and rates is plan.counters.rates
+            else replace(plan.counters, budgets=budgets, rates=rates)
+        )
         try:
             await runtime.store.settle(settlement, cost_micros=cost, tokens=tokens if rates else 0)
         except CounterStoreUnavailable:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 DEFAULT_RESERVATION_TTL_SECONDS = 3600
 
@@ -12,8 +12,9 @@ class CounterStoreUnavailable(Exception):
     """The counter store could not answer (any error); the organization's fail mode decides."""
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetCharge:
+class BudgetCharge(NamedTuple):
+    # A named tuple, not a frozen dataclass: every request builds a few, and a frozen
+    # dataclass's __init__ costs several times as much.
     key: str  # "b:<budget id>:<period label>"
     limit_micros: int
     reserve_micros: int
@@ -29,8 +30,7 @@ class RateKind(IntEnum):
     CONCURRENT = 3
 
 
-@dataclass(frozen=True, slots=True)
-class RateCharge:
+class RateCharge(NamedTuple):
     key: str
     kind: RateKind
     limit: int
