@@ -49,6 +49,8 @@ def usable_order(
     """The route's deployments in failover order, keeping those whose served model the key's
     rules allow: a route alias cannot serve a model a rule refuses."""
     order = failover_order(targets)
+    if not policy.model_rules:
+        return tuple(order)
     usable = tuple(t for t in order if policy.allows_model(t.upstream_model))
     if usable:
         return usable

@@ -70,6 +70,8 @@ class Outcome:
 
 def failover_order(targets: Sequence[RouteTarget]) -> list[RouteTarget]:
     """Position order; deployments sharing a position are shuffled by weight."""
+    if len(targets) == 1:
+        return list(targets)
     ordered: list[RouteTarget] = []
     for position in sorted({t.position for t in targets}):
         group = [t for t in targets if t.position == position]
