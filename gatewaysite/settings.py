@@ -373,6 +373,11 @@ GATEWAY_TRUSTED_PROXIES = _trusted_proxies()
 # 10.20.0.0/16 for a self-hosted model server) are allowed anyway.
 GATEWAY_OUTBOUND_ALLOWED_NETWORKS = env.list("GATEWAY_OUTBOUND_ALLOWED_NETWORKS", default=[])
 
+# --- MCP servers ------------------------------------------------------------------------------
+# A stdio MCP server is a command the gateway launches on its own hosts with its own rights.
+# Off, none can be saved and none already saved is launched (tool calls to it fail cleanly).
+GATEWAY_MCP_STDIO = env.bool("GATEWAY_MCP_STDIO", default=True)
+
 # --- email (budget alerts) ----------------------------------------------------------------
 # EMAIL_URL, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints each mail
 # to the console. EMAIL_TIMEOUT keeps a hung SMTP server from stalling the alert job.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -167,6 +168,11 @@ class MCPServer(TimestampedModel):
 
     def _check_stdio(self) -> None:
         errors: dict[str, str] = {}
+        if not settings.GATEWAY_MCP_STDIO:
+            errors["transport"] = (
+                "stdio servers are turned off on this gateway (GATEWAY_MCP_STDIO=false); "
+                "register the server's Streamable HTTP endpoint instead"
+            )
         if not self.command.strip():
             errors["command"] = "a stdio server needs the program to run, e.g. npx"
         if self.url:

@@ -27,6 +27,7 @@ from typing import Any, Self, TypeVar
 import httpx2
 import mcp_types as types
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
@@ -143,6 +144,11 @@ async def _http_transport(
 
 
 def _stdio_transport(config: McpServerConfig) -> Any:
+    if not settings.GATEWAY_MCP_STDIO:
+        raise UpstreamUnavailable(
+            f'MCP server "{config.name}" is a stdio server, and this gateway launches none '
+            "(GATEWAY_MCP_STDIO=false)"
+        )
     if not config.command:
         raise UpstreamUnavailable(f'MCP server "{config.name}" has no command to launch')
     env = {**config.env, **config.credentials.get("env", {})}

@@ -340,3 +340,14 @@ def test_grants_are_seen_per_organization_and_team(
     price = MCPToolPrice(server=server, tool_pattern="*")
     assert not admin.can_change(price)  # servers and their prices: admins everywhere only
     assert foreign not in seen
+
+
+def test_stdio_servers_cannot_be_saved_when_the_gateway_launches_none(settings: Any) -> None:
+    settings.GATEWAY_MCP_STDIO = False
+
+    with pytest.raises(ValidationError) as refused:
+        stdio_server()
+
+    assert "GATEWAY_MCP_STDIO=false" in refused.value.message_dict["transport"][0]
+    assert not MCPServer.objects.exists()
+    http_server()  # HTTP servers are unaffected

@@ -507,3 +507,16 @@ def test_runtime_shutdown_stops_stdio_servers(world, backend, settings, tmp_path
         return False
 
     wait_for(gone, 10)
+
+
+async def test_saved_stdio_server_is_not_launched_when_stdio_is_turned_off(
+    gateway, world, backend, settings, caplog
+):
+    settings.GATEWAY_MCP_STDIO = False
+    world.add_server(stdio_config("local"))
+    world.grant(backend.key_id, grant("local", "*"))
+    async with connect(gateway, backend.secret) as client:
+        assert await tool_names(client) == []
+    assert "GATEWAY_MCP_STDIO=false" in caplog.text
+    connection = gateway.runtime.mcp.upstreams.connection("local")
+    assert connection is None or connection.connections == 0
