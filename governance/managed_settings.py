@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -89,6 +90,9 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+EnvValue = Annotated[str, BeforeValidator(_env_value), StringConstraints(max_length=10_000)]
+
+
 class Permissions(_Open):
     allow: list[PermissionRule] | None = None
     ask: list[PermissionRule] | None = None
@@ -110,17 +114,10 @@ class Document(_Open):
         default=None, alias="availableModels", min_length=1
     )
     model: ModelName | None = None
-    env: dict[EnvName, Annotated[str, StringConstraints(max_length=10_000)]] | None = None
+    env: dict[EnvName, EnvValue] | None = None
     permissions: Permissions | None = None
     status_line: StatusLine | None = Field(default=None, alias="statusLine")
     hooks: dict[str, list[dict[str, JsonValue]]] | None = None
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_as_text(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {name: _env_value(item) for name, item in value.items()}
-        return value
 
     @field_validator("available_models")
     @classmethod

@@ -49,13 +49,7 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
     )
     list_filter = ("admission_fail_mode", "unpriced_models", "subscription_traffic")
     search_fields = ("name", "display_name")
-    inlines = (
-        TeamInline,
-        ProjectInline,
-        OrganizationBudgetInline,
-        IdpGroupRoleInline,
-        OrganizationSignInInline,
-    )
+    inlines = (TeamInline, ProjectInline, OrganizationBudgetInline, IdpGroupRoleInline)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # An aggregate drops Meta.ordering (GROUP BY); autocomplete pages need an order.
@@ -65,6 +59,12 @@ class OrganizationAdmin(ServiceModelAdmin[Organization]):
             .annotate(team_total=Count("teams", distinct=True))
             .order_by("name")
         )
+
+    def get_inlines(self, request: HttpRequest, obj: Organization | None) -> list[type[Any]]:
+        inlines = list(super().get_inlines(request, obj))
+        # Claude Code's managed settings are set once the organization exists (the add form
+        # keeps its fields).
+        return inlines if obj is None else [*inlines, OrganizationSignInInline]
 
     @admin.display(description="teams", ordering="team_total")
     def team_count(self, obj: Organization) -> int:

@@ -37,6 +37,7 @@ class TeamSignInInline(StackedInlineBase[TeamSignIn, Team]):
     ) -> ModelChoiceField[Any] | None:
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
         if db_field.name == "signin_key" and isinstance(field, ModelChoiceField):
+            assert field.queryset is not None
             # The team's own live top-level keys: sub-keys and other teams' keys are refused.
             match = request.resolver_match
             team_id = match.kwargs.get("object_id") if match is not None else None

@@ -10,7 +10,8 @@ from typing import Any
 from governance import managed_settings
 from governance.config.context import Context
 from governance.config.errors import Path
-from governance.config.schema import ManagedSettings, TeamSpec
+from governance.config.schema import TeamSpec
+from governance.managed_settings import Document as ManagedSettings
 from governance.models import Organization, OrganizationSignIn, Team, TeamSignIn, VirtualKey
 
 ORG_KIND = "Claude Code sign-in (organization)"

@@ -66,7 +66,9 @@ class TeamSignIn(TimestampedModel):
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="signin")
     signin_key = models.ForeignKey(
         VirtualKey,
-        on_delete=models.CASCADE,
+        # Deleting the key must not delete the team's managed settings with it: the admin
+        # chooses another sign-in key first (and no relation may rewrite a row unaudited).
+        on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="signin_teams",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -58,6 +58,9 @@ REUSE_GRACE = dt.timedelta(seconds=60)
 REFRESH_LOCK_SECONDS = 60
 KEEP_EXPIRED_GRANTS = dt.timedelta(hours=1)
 MAX_KEY_NAME = 100
+# Rows read with their related rows are locked alone: PostgreSQL refuses FOR UPDATE across the
+# nullable side of an outer join, and the related rows need no lock.
+OWN_ROW = ("self",)
 
 
 class SignInRefused(Exception):
@@ -111,6 +114,7 @@ class TeamChoice:
     team: Team
     key_label: str = ""
     problem: str = ""
+    existing: bool = False  # the developer already has a live sub-key here
 
     @property
     def ready(self) -> bool:
@@ -130,17 +134,23 @@ def _choice(user: User, team: Team) -> TeamChoice:
     except SignInRefused as refused:
         return TeamChoice(team=team, problem=str(refused))
     if link is not None and link.key.revoked_at is None and link.key.parent_id == parent.pk:
-        return TeamChoice(team=team, key_label=str(link.key))
+        return TeamChoice(team=team, key_label=str(link.key), existing=True)
     return TeamChoice(team=team, key_label=f"{parent.name}/{_key_name(parent, user)} (new)")
 
 
 def _link(user: User, team: Team, *, lock: bool = False) -> DeveloperKey | None:
-    rows = DeveloperKey.objects.select_related("key").filter(user=user, team=team)
-    return (rows.select_for_update() if lock else rows).first()
+    rows = DeveloperKey.objects.select_related("key__parent").filter(user=user, team=team)
+    return (rows.select_for_update(of=OWN_ROW).order_by() if lock else rows).first()
 
 
 def _check_not_blocked(link: DeveloperKey | None, team: Team) -> None:
-    if link is not None and link.key.revoked_at is not None and link.deprovisioned_at is None:
+    """Refuse a developer whose own sub-key an administrator revoked. A sub-key revoked with its
+    parent (the team's key retired) or by the sign-in itself (deprovisioning) is no such block:
+    the next sign-in makes a new one."""
+    if link is None or link.key.revoked_at is None or link.deprovisioned_at is not None:
+        return
+    parent = link.key.parent
+    if parent is None or parent.revoked_at is None or link.key.revoked_at < parent.revoked_at:
         raise SignInRefused(
             f"your Claude Code key for team {team} was revoked by an administrator; ask them to "
             "remove it from the Claude Code developer keys to let you sign in again"
@@ -191,7 +201,12 @@ def deprovision(*, user: User, team: Team | None, reason: str) -> None:
     """Revoke the developer's sub-key (of `team`, or of every team) and end their sessions."""
     now = timezone.now()
     with transaction.atomic():
-        links = DeveloperKey.objects.select_for_update().select_related("key").filter(user=user)
+        links = (
+            DeveloperKey.objects.select_for_update(of=OWN_ROW)
+            .select_related("key")
+            .filter(user=user)
+            .order_by()
+        )
         if team is not None:
             links = links.filter(team=team)
         for link in links:
@@ -280,31 +295,48 @@ def live_grant(grant_id: int) -> DeviceGrant | None:
     ).first()
 
 
-def record_sign_in(grant: DeviceGrant, signed_in: idp.SignedIn) -> User | None:
+def record_sign_in(grant: DeviceGrant, signed_in: idp.SignedIn) -> User:
     """Who signed in for `grant` at the identity provider (the admin SSO's user, brought up to
-    date); None, and the grant denied, when the gateway switched them off."""
+    date). Raises SignInRefused, and denies the grant, when the gateway switched them off or
+    someone else already signed in for this code."""
     user = identities.sign_in(signed_in.profile)
     if user is None:
         deny(grant)
-        return None
+        raise SignInRefused("your gateway account is switched off")
     profile = signed_in.profile
     credentials = {"refresh_token": signed_in.refresh_token} if signed_in.refresh_token else {}
-    DeviceGrant.objects.filter(pk=grant.pk, status=DeviceGrant.Status.PENDING).update(
-        user=user,
-        subject=profile.subject,
-        email=profile.email,
-        groups=list(profile.groups),
-        credentials_encrypted=crypto.encrypt_credentials(credentials),
+    recorded = (
+        DeviceGrant.objects.filter(pk=grant.pk, status=DeviceGrant.Status.PENDING)
+        .filter(Q(user__isnull=True) | Q(user=user))
+        .update(
+            user=user,
+            subject=profile.subject,
+            email=profile.email,
+            groups=list(profile.groups),
+            credentials_encrypted=crypto.encrypt_credentials(credentials),
+        )
     )
+    if not recorded:
+        # Two people signed in for one code: the device gets neither.
+        deny(grant)
+        raise SignInRefused("someone else signed in with this code: start again from Claude Code")
     grant.refresh_from_db()
     return user
 
 
 def approve(grant: DeviceGrant, team_id: int) -> VirtualKey:
     """The developer chose `team_id`: their sub-key is made ready and the grant approved."""
+    try:
+        return _approve(grant, team_id)
+    except IntegrityError:
+        # Their first sign-in for the team raced another (two machines): the key exists now.
+        return _approve(grant, team_id)
+
+
+def _approve(grant: DeviceGrant, team_id: int) -> VirtualKey:
     with transaction.atomic():
         locked = (
-            DeviceGrant.objects.select_for_update()
+            DeviceGrant.objects.select_for_update(of=OWN_ROW)
             .filter(pk=grant.pk, status=DeviceGrant.Status.PENDING, expires_at__gt=timezone.now())
             .select_related("user")
             .first()
@@ -365,7 +397,7 @@ def redeem_device_code(device_code: str, *, client: str = "") -> Tokens:
 def _poll(device_code: str, client: str) -> Tokens | TokenError:
     now = timezone.now()
     grant = (
-        DeviceGrant.objects.select_for_update()
+        DeviceGrant.objects.select_for_update(of=OWN_ROW)
         .select_related("user", "team", "key")
         .filter(device_code_hash=codes.digest(device_code))
         .first()
@@ -509,7 +541,9 @@ def _rotate(
     session_id: int, token: codes.RefreshToken, identity: _Identity, client: str
 ) -> Tokens | TokenError:
     session = (
-        SignInSession.objects.select_for_update().select_related("user", "team").get(pk=session_id)
+        SignInSession.objects.select_for_update(of=OWN_ROW)
+        .select_related("user", "team")
+        .get(pk=session_id)
     )
     if session.revoked_at is not None or session.refresh_hash != token.digest:
         return TokenError("invalid_grant", "this refresh token was just replaced")

@@ -115,7 +115,6 @@ def callback(request: HttpRequest) -> HttpResponse:
     failure = _sign_in(request, grant, state)
     if failure is not None:
         return failure
-    request.session[SESSION_KEY] = {"grant": grant.pk, "signed_in": True}
     # To a page of its own, so that reloading it never replays the single-use code.
     return HttpResponseRedirect(f"{base_url(request)}/device/approve")
 
@@ -140,8 +139,12 @@ def _sign_in(
         logger.error("Claude Code sign-in: the identity provider failed: %s", error)
         message = "Your identity provider could not be reached. Try again in a minute."
         return _page(request, "error", status=503, error=message)
-    if signin.record_sign_in(grant, signed_in) is None:
-        return _page(request, "error", status=403, error="Your gateway account is switched off.")
+    try:
+        user = signin.record_sign_in(grant, signed_in)
+    except signin.SignInRefused as refused:
+        message = str(refused)
+        return _page(request, "error", status=403, error=f"{message[:1].upper()}{message[1:]}.")
+    request.session[SESSION_KEY] = {"grant": grant.pk, "signed_in": True, "user": user.pk}
     return None
 
 
@@ -150,7 +153,10 @@ def _signed_in_grant(request: HttpRequest) -> DeviceGrant | None:
     if not state.get("signed_in"):
         return None
     grant = signin.live_grant(int(state["grant"]))
-    return grant if grant is not None and grant.user is not None else None
+    # Only the browser that signed in as the grant's developer may approve it.
+    if grant is None or grant.user_id is None or grant.user_id != state.get("user"):
+        return None
+    return grant
 
 
 @require_http_methods(["GET", "POST"])
@@ -161,9 +167,12 @@ def approve(request: HttpRequest) -> HttpResponse:
         return _page(request, "error", status=400, error=EXPIRED)
     if request.method == "GET":
         return _choose(request, grant)
+    team = request.POST.get("team", "")
+    if not team.isdigit():
+        return _choose(request, grant, error="Choose a team.", status=400)
     try:
-        key = signin.approve(grant, int(request.POST.get("team", "0") or 0))
-    except (signin.SignInRefused, ValueError) as error:
+        key = signin.approve(grant, int(team))
+    except signin.SignInRefused as error:
         return _choose(request, grant, error=str(error), status=400)
     request.session.pop(SESSION_KEY, None)
     grant.refresh_from_db()
@@ -191,7 +200,8 @@ def _choose(
         error=error,
         email=grant.email or grant.subject,
         choices=choices,
-        selected=ready[0].team.pk,
+        # The team they signed in to before, else the first they may choose.
+        selected=next((c for c in ready if c.existing), ready[0]).team.pk,
     )
 
 

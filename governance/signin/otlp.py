@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -183,6 +183,8 @@ class Relay:
                 export = self._queue.get()
                 try:
                     self._send(client, export)
+                except Exception:  # the worker outlives any one export
+                    logger.exception("OTLP relay failed on a %s export", export.signal)
                 finally:
                     with self._lock:
                         self._bytes -= len(export.body)
