@@ -336,9 +336,11 @@ def parse_scope(value: Any) -> spend_limits.Scope:
     ref = value.get(field)
     if not isinstance(ref, str) or not ref.strip():
         raise AdminApiError(400, f"scope.{field}: Required")
-    if "\x00" in ref or len(ref) > MAX_NAME:
+    ref = ref.strip()
+    # Control characters and lone surrogates (no database stores those) are no name.
+    if not ref.isprintable() or len(ref) > MAX_NAME:
         raise AdminApiError(400, f"scope.{field}: not a name")
-    return spend_limits.Scope(kind, ref.strip())
+    return spend_limits.Scope(kind, ref)
 
 
 # --- one spend limit ---------------------------------------------------------------------------

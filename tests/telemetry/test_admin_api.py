@@ -145,6 +145,14 @@ def test_a_null_amount_is_an_explicit_no_limit_that_enforces_nothing(w, admin):
             {"scope": {"type": "user", "user_id": "vk\x00ml"}, "amount": "1"},
             "scope.user_id: not a name",
         ),
+        (  # found by the schema run: a lone surrogate reached the database (500)
+            {"scope": {"type": "user", "user_id": "vk\ud8a9ml"}, "amount": "1"},
+            "scope.user_id: not a name",
+        ),
+        (
+            {"scope": {"type": "rbac_group", "rbac_group_id": "m\nl"}, "amount": "1"},
+            "scope.rbac_group_id: not a name",
+        ),
         ({"scope": {"type": "seat_tier"}, "amount": "1"}, None),
         ({"amount": "1"}, "scope: Required"),
     ],
