@@ -46,12 +46,14 @@ def handles(path: str) -> bool:
 def _route(method: str, path: str) -> Handler | None:
     path = path.rstrip("/") if path != "/" else path
     handler = ROUTES.get((method, path))
-    if handler is None and method == "GET" and path.startswith("/anthropic/v1/models/"):
-        handler = handlers.get_model
+    if handler is not None:
+        return handler
+    if method == "GET" and path.startswith("/anthropic/v1/models/"):
+        return handlers.get_model
     prefix = settings.GATEWAY_SIGNIN_PATH
-    if handler is None and path.startswith(prefix + "/"):
-        handler = SESSION_ROUTES.get((method, path[len(prefix) :]))
-    return handler
+    if path.startswith(prefix + "/"):
+        return SESSION_ROUTES.get((method, path[len(prefix) :]))
+    return None
 
 
 class _Responder:

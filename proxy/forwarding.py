@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -107,9 +107,9 @@ def _client_error(
     return status, anthropic_error_body(error_type, message, request_id), error_type
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try of one deployment, kept with the usage record."""
+class Attempt(NamedTuple):
+    """One try of one deployment, kept with the usage record (a named tuple: one is made per
+    request, and a frozen dataclass costs several times as much to build)."""
 
     provider: str
     model: str

@@ -358,10 +358,24 @@ def record_tool_call(event: Mapping[str, Any], names: Names, *, total: float) ->
         _child(TOOL_DURATION, (server, tool)).observe(total)
 
 
+_attempt_children: dict[tuple[str, str, int, bool], Any] = {}
+
+
 def record_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:
-    """One upstream attempt (status 0: no answer)."""
-    labels = (provider, MODELS(model), str(status) if status else "none", "ok" if ok else "failed")
-    _child(ATTEMPTS, labels).inc()
+    """One upstream attempt (status 0: no answer). Once per request: the child is remembered
+    by the raw values, so the usual case is one dict lookup."""
+    child = _attempt_children.get((provider, model, status, ok))
+    if child is None:
+        labels = (
+            provider,
+            MODELS(model),
+            str(status) if status else "none",
+            "ok" if ok else "failed",
+        )
+        child = _child(ATTEMPTS, labels)
+        if len(_attempt_children) < 10_000:
+            _attempt_children[provider, model, status, ok] = child
+    child.inc()
 
 
 def record_deployment_event(event: str, provider: str, model: str) -> None:

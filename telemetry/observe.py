@@ -95,10 +95,10 @@ def _names(policy: KeyPolicy) -> metrics.Names:
     return metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
 
 
-def upstream_attempt(deployment: str, *, status: int, ok: bool) -> None:
-    """One upstream attempt's outcome (proxy/health/gate.py); `deployment` is provider:model."""
+def upstream_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:
+    """One upstream attempt's outcome (proxy/health/gate.py): the provider's name, the
+    upstream model."""
     try:
-        provider, _, model = deployment.partition(":")
         metrics.record_attempt(provider, model, status=status, ok=ok)
     except Exception:
         _log_failure()

@@ -106,12 +106,19 @@ class MemoryCounterStore:
         now = self._clock()
         if now >= self._sweep_at:
             self._sweep(now)
-        self._reclaim(now)
-        counters = [self._budget(charge.key, now) for charge in plan.budgets]
-        missing = tuple(i for i, counter in enumerate(counters) if counter is None)
+        records = self._records
+        if records and next(iter(records.values())).expires <= now:
+            self._reclaim(now)
+        live: list[_Budget] = []
+        missing: list[int] = []
+        for index, charge in enumerate(plan.budgets):
+            counter = self._budget(charge.key, now)
+            if counter is None:
+                missing.append(index)
+            else:
+                live.append(counter)
         if missing:
-            return AdmissionResult(Outcome.COUNTERS_MISSING, missing=missing)
-        live = [counter for counter in counters if counter is not None]
+            return AdmissionResult(Outcome.COUNTERS_MISSING, missing=tuple(missing))
         fullest, fullest_used = -1, 0
         for index, (charge, counter) in enumerate(zip(plan.budgets, live, strict=True)):
             used = counter.settled + counter.reserved
@@ -182,23 +189,25 @@ class MemoryCounterStore:
     ) -> None:
         now = self._clock()
         record = self._records.get(plan.reservation_id)
-        held_budgets: dict[str, int] = {}
-        held_slots: dict[str, int] = {}
-        if record is not None:
-            # Released only if still held: not yet settled, not reclaimed after expiry.
-            for charge in plan.budgets:
-                if charge.key in record.budgets:
-                    held_budgets[charge.key] = record.budgets.pop(charge.key)
-            for rate in plan.rates:
-                if release and rate.kind == RateKind.CONCURRENT and rate.key in record.slots:
-                    held_slots[rate.key] = record.slots.pop(rate.key)
-            if not record.budgets and not record.slots:
-                del self._records[plan.reservation_id]
+        # Reservations are released only if still held: not yet settled, not reclaimed after
+        # expiry (one pass per budget: this runs once per request).
+        held_budgets = record.budgets if record is not None else {}
         for charge in plan.budgets:
+            held = held_budgets.pop(charge.key, 0)
             counter = self._budget(charge.key, now)
             if counter is not None:  # vanished: the next admission seeds it from the ledger
                 counter.settled += cost_micros
-        self._release(held_budgets, held_slots, now)
+                if held:
+                    counter.reserved = max(0, counter.reserved - held)
+        if record is not None:
+            held_slots: dict[str, int] = {}
+            for rate in plan.rates:
+                if release and rate.kind == RateKind.CONCURRENT and rate.key in record.slots:
+                    held_slots[rate.key] = record.slots.pop(rate.key)
+            if held_slots:
+                self._release({}, held_slots, now)
+            if not record.budgets and not record.slots:
+                del self._records[plan.reservation_id]
         for rate in plan.rates:
             if rate.kind == RateKind.TOKENS:
                 self._rate(rate.key, now)  # drops an ended window

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 # The answers a request fails over on (proxy/forwarding.py RETRYABLE_STATUSES; a test keeps
 # the two equal): with no answer at all, the failures the breaker counts.
@@ -96,8 +96,8 @@ def state_at(open_until: float | None, probe_until: float | None, now: float) ->
     return State.PROBE_DUE
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
+    # A named tuple, not a frozen dataclass: one is made per upstream attempt (hot path).
     at: float  # epoch seconds
     status: int  # 0: no answer (connection error, timeout)
     latency_ms: int

@@ -227,6 +227,8 @@ class DeploymentHealth:
     def _recorded(
         self, deployment: str, attempt: Attempt, transition: Transition, cooldown: float
     ) -> None:
+        if transition is Transition.NONE:  # nearly always: nothing to tell
+            return
         if transition == Transition.TRIPPED:
             observe.deployment_cooldown(deployment, cooldown)
             logger.warning(
@@ -278,7 +280,7 @@ class AttemptPlan:
     ) -> None:
         self._health = health
         self._states: dict[str, State] = {}
-        self._started: dict[str, float] = {}
+        self._started: dict[int, float] = {}  # by id() of the target: no id string to build
         self._failed: str | None = None
         self.targets: tuple[RouteTarget, ...] = tuple(order)
         if states is None or not any(states):  # fail open, or every deployment closed
@@ -296,15 +298,14 @@ class AttemptPlan:
     async def claim(self, target: RouteTarget) -> bool:
         """Call right before sending to `target`: False means skip it (another request won
         its probe, and it is not the last candidate)."""
-        deployment = _id(target)
-        if self._states.get(deployment) == State.PROBE_DUE:
-            won = await self._health.claim(deployment)
+        if self._states and self._states.get(_id(target)) == State.PROBE_DUE:
+            won = await self._health.claim(_id(target))
             if not won and target is not self.targets[-1]:
                 return False
-        if self._failed is not None and self._failed != deployment:
+        if self._failed is not None and self._failed != _id(target):
             observe.deployment_failover(self._failed)
         self._failed = None
-        self._started[deployment] = time.perf_counter()
+        self._started[id(target)] = time.perf_counter()
         return True
 
     def record(
@@ -322,19 +323,16 @@ class AttemptPlan:
         answer). A failure's `retry_after` (seconds), or a `retry-after` / `retry-after-ms`
         in `headers`, cools the deployment down at least that long. `latency_ms` defaults to
         the time since `claim`."""
-        deployment = _id(target)
-        started = self._started.pop(deployment, None)
+        deployment = f"{target.provider.name}:{target.upstream_model}"  # _id(), inlined
+        started = self._started.pop(id(target), None)
         if latency_ms is None:
             latency_ms = 0 if started is None else int((time.perf_counter() - started) * 1000)
         now = self._health.now()
         if not ok and retry_after is None and headers:
             retry_after = retry_after_seconds(headers, now)
         self._failed = None if ok else deployment
-        observe.upstream_attempt(deployment, status=status, ok=ok)
-        attempt = Attempt(
-            at=now, status=status, latency_ms=latency_ms, ok=ok, retry_after=retry_after
-        )
-        self._health.record(deployment, attempt)
+        observe.upstream_attempt(target.provider.name, target.upstream_model, status=status, ok=ok)
+        self._health.record(deployment, Attempt(now, status, latency_ms, ok, retry_after))
 
     def __call__(
         self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None

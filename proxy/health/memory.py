@@ -31,6 +31,8 @@ from proxy.health.base import (
 # Deployments kept at most (a `*` route serves whatever model names clients send); the least
 # recently recorded one goes first.
 MAX_DEPLOYMENTS = 10_000
+# A success refreshes a deployment's place in the eviction order at most this often.
+TOUCH_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -108,6 +110,19 @@ class MemoryHealthStore:
     def record_now(self, deployment: str, attempt: Attempt) -> tuple[Transition, float]:
         """The same as `record`, callable where nothing may be awaited (an attempt observer)."""
         now = self._clock()
+        breaker = self._breakers.get(deployment)
+        if attempt.ok and breaker is not None and now - breaker.touched <= KEEP_SECONDS:
+            # The hot path (a success): no reordering of the whole table for it on every
+            # request, only when the deployment was idle for a while (the eviction order is
+            # then approximate, which is all the bound on the table's size needs).
+            breaker.recent.appendleft(attempt)
+            if now - breaker.touched > TOUCH_SECONDS:
+                self._breakers.move_to_end(deployment)
+                breaker.touched = now
+            if breaker.open_until is None and not breaker.failures:
+                breaker.last_ok_at = now
+                return Transition.NONE, 0.0
+            return self._close(breaker, now), 0.0
         breaker = self._breaker_for(deployment, now)
         breaker.recent.appendleft(attempt)
         if attempt.ok:
