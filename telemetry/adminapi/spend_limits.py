@@ -296,7 +296,7 @@ def parse_set(body: dict[str, Any]) -> tuple[spend_limits.Scope, str, int | None
     if currency != spend_limits.CURRENCY:
         raise AdminApiError(400, 'currency: Invalid literal value, expected "USD"')
     period_name = body.get("period", "monthly")
-    if period_name not in spend_limits.PERIODS:
+    if not isinstance(period_name, str) or period_name not in spend_limits.PERIODS:
         raise AdminApiError(
             400,
             f"period: Invalid enum value. Expected {PERIOD_CHOICES}, received '{period_name}'",
@@ -326,6 +326,8 @@ def parse_scope(value: Any) -> spend_limits.Scope:
     if not isinstance(value, dict):
         raise AdminApiError(400, "scope: Required")
     kind = value.get("type")
+    if not isinstance(kind, str):
+        raise AdminApiError(400, f"scope.type: invalid value {kind!r}")
     if kind in spend_limits.FOREIGN_SCOPE_TYPES:
         raise AdminApiError(400, f"scope: type '{kind}' does not apply to this organization")
     if kind not in spend_limits.SCOPE_TYPES:

@@ -145,6 +145,12 @@ def test_a_null_amount_is_an_explicit_no_limit_that_enforces_nothing(w, admin):
             {"scope": {"type": "user", "user_id": "vk\x00ml"}, "amount": "1"},
             "scope.user_id: not a name",
         ),
+        (  # found by the schema run: a period that is no string was a 500
+            {"scope": {"type": "organization"}, "amount": "1", "period": {"a": 1}},
+            "period: Invalid enum value. Expected 'daily' | 'weekly' | 'monthly', "
+            "received '{'a': 1}'",
+        ),
+        ({"scope": {"type": ["user"]}, "amount": "1"}, "scope.type: invalid value ['user']"),
         (  # found by the schema run: a lone surrogate reached the database (500)
             {"scope": {"type": "user", "user_id": "vk\ud8a9ml"}, "amount": "1"},
             "scope.user_id: not a name",
