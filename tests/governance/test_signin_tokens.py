@@ -40,7 +40,7 @@ def test_a_minted_token_verifies_and_names_the_developers_key():
 
 def test_expired_foreign_and_tampered_tokens_are_refused():
     expired = mint(now=NOW - dt.timedelta(days=1))
-    foreign = mint(key=b"another key")
+    foreign = mint(key=b"another signing key, 32 bytes or more")
     other_issuer = mint(issuer="someone-else")
     token = mint()
     header, payload, signature = token.split(".")
