@@ -191,26 +191,22 @@ async def _forward_messages(
     outcome = RelayOutcome()
     # Deployments cooling down go last (all of them: still tried); one request probes each.
     health = await runtime.health.plan(admitted.order)
-    work = asyncio.ensure_future(
-        forward(
-            providers=runtime.providers,
-            order=health.targets,
-            call=call,
-            send=send,
-            request_id=request.request_id,
-            extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
-            outcome=outcome,
-            before_attempt=failover_admission(runtime, policy, admitted),
-            shape=prepared.shape,
-            observer=health,
-            limits=runtime.failover_limits,
-        )
+    work = forward(
+        providers=runtime.providers,
+        order=health.targets,
+        call=call,
+        send=send,
+        request_id=request.request_id,
+        extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
+        outcome=outcome,
+        before_attempt=failover_admission(runtime, policy, admitted),
+        shape=prepared.shape,
+        observer=health,
+        limits=runtime.failover_limits,
     )
     disconnected = False
     try:
-        disconnected = await run_until_disconnect(
-            work, asyncio.ensure_future(_watch_disconnect(receive))
-        )
+        disconnected = await run_until_disconnect(work, _watch_disconnect(receive))
     except GatewayError as failure:
         outcome.status, outcome.error_type = failure.status, failure.error_type
         outcome.error_message = outcome.error_message or failure.message
