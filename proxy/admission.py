@@ -20,8 +20,6 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from django.conf import settings
-
 from governance import periods
 from governance.money import format_usd
 from governance.policy import BudgetRule, KeyPolicy, RateLimitRule
@@ -38,6 +36,7 @@ from proxy.counters.base import (
     RateKind,
 )
 from proxy.errors import GatewayError
+from proxy.hotsettings import hot
 
 BUDGET_COUNTER_GRACE_SECONDS = 35 * 86400  # keep a closed period's counter for reports
 CONCURRENCY_TTL_SECONDS = 600  # frees slots of a crashed process
@@ -243,7 +242,7 @@ def build_plan(
         charges,
         rates,
         reservation_id=reservation_id,
-        reservation_ttl_seconds=settings.GATEWAY_RESERVATION_TTL_SECONDS,
+        reservation_ttl_seconds=hot.reservation_ttl_seconds,
     )
     return Plan(counters, planned, rate_rules)
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from django.conf import settings
-
 from proxy import handlers, messages, openai_routes, records, runtime
 from proxy.asgi import ClientGone, Incoming, Message, Receive, Scope, Send, incoming, send_bytes
 from proxy.errors import GatewayError
+from proxy.hotsettings import hot
 from proxy.mcp import endpoint as mcp_endpoint
 
 logger = logging.getLogger("gateway.proxy")
@@ -39,7 +38,7 @@ SESSION_PATHS = frozenset(path for _, path in SESSION_ROUTES)
 def handles(path: str) -> bool:
     if any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES):
         return True
-    prefix = settings.GATEWAY_SIGNIN_PATH
+    prefix = hot.signin_path
     return path.startswith(prefix + "/") and path[len(prefix) :].rstrip("/") in SESSION_PATHS
 
 
@@ -50,7 +49,7 @@ def _route(method: str, path: str) -> Handler | None:
         return handler
     if method == "GET" and path.startswith("/anthropic/v1/models/"):
         return handlers.get_model
-    prefix = settings.GATEWAY_SIGNIN_PATH
+    prefix = hot.signin_path
     if path.startswith(prefix + "/"):
         return SESSION_ROUTES.get((method, path[len(prefix) :]))
     return None

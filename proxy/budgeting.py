@@ -8,8 +8,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django.conf import settings
-
 from governance.modelnames import canonical_model
 from governance.policy import KeyPolicy, RouteTarget
 from governance.pricing import Price, PriceBook, Usage
@@ -22,6 +20,7 @@ from proxy.counters.base import (
 )
 from proxy.errors import GatewayError
 from proxy.forwarding import failover_order
+from proxy.hotsettings import hot
 from proxy.inbound import model_refusal
 from proxy.runtime import Runtime
 
@@ -215,8 +214,8 @@ def _estimate(admitted: Admitted, price: Price | None) -> admission.Estimate:
         body_size=admitted.body_size,
         max_tokens=admitted.max_tokens,
         price=price,
-        reserve_output=settings.GATEWAY_RESERVE_OUTPUT_TOKENS,
-        strict=settings.GATEWAY_STRICT_BUDGETS,
+        reserve_output=hot.reserve_output_tokens,
+        strict=hot.strict_budgets,
     )
 
 

@@ -136,7 +136,14 @@ class AttemptObserver(Protocol):
         self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None
     ) -> None: ...
 
+    @property
+    def may_skip(self) -> bool:
+        """False when no deployment of the request's order cools down: started() then
+        stands in for claim(), without an await."""
+
     async def claim(self, target: RouteTarget) -> bool: ...
+
+    def started(self, target: RouteTarget) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +258,11 @@ async def forward(
                 if last:
                     raise refusal
                 continue
-        if observer is not None and not await observer.claim(target):
-            continue  # cooling down, and another request is probing it
+        if observer is not None:
+            if not observer.may_skip:
+                observer.started(target)
+            elif not await observer.claim(target):
+                continue  # cooling down, and another request is probing it
         response = await _send_upstream(provider, target, call, outcome, observer)
         if response is None:
             if last:

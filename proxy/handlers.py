@@ -6,8 +6,6 @@ import logging
 import time
 from typing import Any
 
-from django.conf import settings
-
 from governance.policy import KeyPolicy, RouteTarget
 from proxy import admission, subscription
 from proxy.asgi import ClientGone, Incoming, Receive, Send, read_body, send_json
@@ -21,6 +19,7 @@ from proxy.counters.base import (
 from proxy.errors import GatewayError
 from proxy.forwarding import Outcome as RelayOutcome
 from proxy.forwarding import forward
+from proxy.hotsettings import hot
 from proxy.inbound import forwardable_headers, model_refusal, parse_messages_body
 from proxy.messages import messages
 from proxy.providers.base import UpstreamCall
@@ -50,7 +49,7 @@ async def count_tokens(runtime: Runtime, request: Incoming, receive: Receive, se
             policy = await authenticate(runtime, request)
             attribute_key(event, policy)
             request.body, taken = await read_body(
-                receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
+                receive, request, hot.max_body_bytes, runtime.inflight_bytes
             )
             parsed = parse_messages_body(request.body, need_max_tokens=False)
             attribute_request(event, request.headers, parsed)

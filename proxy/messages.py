@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import orjson
-from django.conf import settings
 
 from governance.policy import KeyPolicy, RouteTarget
 from governance.pricing import Usage
@@ -27,6 +26,7 @@ from proxy.counters.base import CounterStoreUnavailable
 from proxy.errors import GatewayError
 from proxy.forwarding import Outcome as RelayOutcome
 from proxy.forwarding import forward, run_until_disconnect
+from proxy.hotsettings import hot
 from proxy.inbound import Prepare, Prepared, forwardable_headers, model_refusal, prepare_anthropic
 from proxy.providers.base import UpstreamCall
 from proxy.records import (
@@ -102,9 +102,11 @@ async def serve_messages(
                 event["billing"] = "subscription"
                 subscription.check_allowed(policy)
             request.body, taken = await read_body(
-                receive, request, settings.GATEWAY_MAX_BODY_BYTES, runtime.inflight_bytes
+                receive, request, hot.max_body_bytes, runtime.inflight_bytes
             )
-            prepared = await _govern_tools(runtime, policy, prepare(request.body))
+            prepared = prepare(request.body)
+            if toolfilter.names_mcp_tools(prepared.parsed):  # not awaited when there are none
+                prepared = await _govern_tools(runtime, policy, prepared)
             parsed = prepared.parsed
             attribute_request(event, request.headers, parsed)
             decision = policy.decide_model(parsed["model"])
@@ -156,8 +158,6 @@ async def serve_messages(
 
 async def _govern_tools(runtime: Runtime, policy: KeyPolicy, prepared: Prepared) -> Prepared:
     """The request without the MCP tool definitions the key's grants do not allow."""
-    if not toolfilter.names_mcp_tools(prepared.parsed):
-        return prepared
     parsed, removed = toolfilter.without_ungranted_tools(
         prepared.parsed, policy, await runtime.snapshots.mcp_catalog()
     )

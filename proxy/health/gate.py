@@ -295,18 +295,28 @@ class AttemptPlan:
             if state in _SKIPPED:
                 observe.deployment_skipped(deployment)
 
+    @property
+    def may_skip(self) -> bool:
+        """Whether claim() can say no: only some deployment of the order cools down."""
+        return bool(self._states)
+
     async def claim(self, target: RouteTarget) -> bool:
         """Call right before sending to `target`: False means skip it (another request won
-        its probe, and it is not the last candidate)."""
-        if self._states and self._states.get(_id(target)) == State.PROBE_DUE:
+        its probe, and it is not the last candidate). True also counts as `started`."""
+        if self._states.get(_id(target)) == State.PROBE_DUE:
             won = await self._health.claim(_id(target))
             if not won and target is not self.targets[-1]:
                 return False
+        self.started(target)
+        return True
+
+    def started(self, target: RouteTarget) -> None:
+        """The attempt on `target` begins: what `claim` does when it has nothing to ask (the
+        failover loop calls this instead while `may_skip` is False: no await per request)."""
         if self._failed is not None and self._failed != _id(target):
             observe.deployment_failover(self._failed)
         self._failed = None
         self._started[id(target)] = time.perf_counter()
-        return True
 
     def record(
         self,
