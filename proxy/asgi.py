@@ -28,10 +28,26 @@ class Incoming:
     request_id: str = ""  # made on arrival; every answer and the ledger row carry it
 
 
+# Header names as str, by their bytes: a client sends the same dozen names on every request.
+# Bounded: names are the client's to choose.
+_header_names: dict[bytes, str] = {}
+MAX_REMEMBERED_HEADER_NAMES = 1024
+
+
+def _header_name(raw: bytes) -> str:
+    name = _header_names.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").lower()
+        if len(_header_names) < MAX_REMEMBERED_HEADER_NAMES:
+            _header_names[raw] = name
+    return name
+
+
 def incoming(scope: Scope, trusted_proxies: TrustedProxies | None = None) -> Incoming:
     headers: dict[str, str] = {}
+    names = _header_names
     for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").lower()
+        name = names.get(raw_name) or _header_name(raw_name)
         value = raw_value.decode("latin-1")
         # Repeated anthropic-beta lines (and any other repeat) are joined, as HTTP allows.
         headers[name] = f"{headers[name]},{value}" if name in headers else value

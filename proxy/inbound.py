@@ -54,12 +54,27 @@ def check_messages_request(parsed: dict[str, Any], *, need_max_tokens: bool) -> 
     return parsed
 
 
+# Whether a header name is forwarded, by name (bounded like proxy/asgi.py's name cache).
+_forwardable: dict[str, bool] = {}
+
+
+def _is_forwardable(name: str) -> bool:
+    keep = name not in DROPPED_REQUEST_HEADERS and not name.startswith(DROPPED_REQUEST_PREFIXES)
+    if len(_forwardable) < 1024:
+        _forwardable[name] = keep
+    return keep
+
+
 def forwardable_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {
-        k: v
-        for k, v in headers.items()
-        if k not in DROPPED_REQUEST_HEADERS and not k.startswith(DROPPED_REQUEST_PREFIXES)
-    }
+    known = _forwardable
+    forwarded = {}
+    for name, value in headers.items():
+        keep = known.get(name)
+        if keep is None:
+            keep = _is_forwardable(name)
+        if keep:
+            forwarded[name] = value
+    return forwarded
 
 
 def model_refusal(refusal: str) -> GatewayError:

@@ -22,6 +22,22 @@ FORWARDED_RESPONSE_HEADERS = frozenset(
 FORWARDED_RESPONSE_PREFIXES = ("anthropic-ratelimit-",)
 
 
+# Response header name -> its lower-case bytes if it is passed back to the client, else b"";
+# remembered per name (an upstream sends the same few dozen), bounded.
+_passed_back: dict[str, bytes] = {}
+
+
+def _passed_back_name(name: str) -> bytes:
+    lowered = name.lower()
+    passed = lowered in FORWARDED_RESPONSE_HEADERS or lowered.startswith(
+        FORWARDED_RESPONSE_PREFIXES
+    )
+    encoded = lowered.encode() if passed else b""
+    if len(_passed_back) < 1024:
+        _passed_back[name] = encoded
+    return encoded
+
+
 class UpstreamResponse(Protocol):
     status: int
     content_type: str
@@ -49,12 +65,14 @@ class HttpResponse:
         # Every response header, case-insensitive, for adapters that read provider-specific ones
         # (e.g. Bedrock's x-amzn-ErrorType and x-amzn-RequestId); never sent to the client as is.
         self.upstream_headers: Mapping[str, str] = response.headers
-        self.headers = [
-            (name.lower().encode(), value.encode())
-            for name, value in response.headers.items()
-            if name.lower() in FORWARDED_RESPONSE_HEADERS
-            or name.lower().startswith(FORWARDED_RESPONSE_PREFIXES)
-        ]
+        headers = []
+        for name, value in response.headers.items():
+            lowered = _passed_back.get(name)
+            if lowered is None:
+                lowered = _passed_back_name(name)
+            if lowered:
+                headers.append((lowered, value.encode()))
+        self.headers = headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         async for chunk in self._response.content.iter_any():
@@ -94,6 +112,9 @@ class UpstreamClient:
             ),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # One session serves every tenant: a cookie an upstream sets must never ride along
+            # on another developer's request (and the jar cost CPU on every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def post(self, url: str, *, headers: dict[str, str], body: bytes) -> HttpResponse:

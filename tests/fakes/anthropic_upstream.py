@@ -36,6 +36,7 @@ class Reply:
     deltas: int = 3
     truncate_body: bool = False  # JSON: promise the whole body, send half, cut the connection
     redirect_to: str | None = None  # answer 307 with this Location instead
+    set_cookie: str | None = None  # a Set-Cookie header on a JSON answer
 
 
 @dataclass
@@ -98,9 +99,11 @@ class FakeAnthropic(FakeServer[Reply]):
         if not payload.get("stream") and reply.truncate_body:
             return await self._truncated(request, reply, model)
         if not payload.get("stream"):
+            headers = {"request-id": "req_fake_1"}
+            if reply.set_cookie is not None:
+                headers["set-cookie"] = reply.set_cookie
             return web.json_response(
-                wire.message("msg_fake", model, reply.text, _usage(reply)),
-                headers={"request-id": "req_fake_1"},
+                wire.message("msg_fake", model, reply.text, _usage(reply)), headers=headers
             )
         return await self._stream(request, reply, model)
 

@@ -393,6 +393,29 @@ def test_forwarded_headers_are_not_sent_upstream(gateway, governed, fake_upstrea
     assert "x-real-ip" not in sent
 
 
+def test_a_cookie_an_upstream_sets_is_never_sent_on_a_later_request(
+    gateway, governed, fake_upstream
+):
+    # By host name: cookie jars keep no cookies of bare IP addresses, real providers have names.
+    by_name = Provider(
+        name="named",
+        kind=Provider.Kind.ANTHROPIC,
+        base_url=fake_upstream.base_url.replace("127.0.0.1", "localhost"),
+    )
+    common.save_instance(by_name, actor=ACTOR)
+    providers.set_credentials(actor=ACTOR, provider=by_name, credentials={"api_key": UPSTREAM_KEY})
+    route = ModelRoute(public_name="claude-haiku-4-5")
+    common.save_instance(route, actor=ACTOR)
+    common.save_instance(Deployment(route=route, provider=by_name), actor=ACTOR)
+    fake_upstream.queue(Reply(set_cookie="tenant=acme-backend; Path=/"))
+
+    for _ in range(2):
+        assert post(gateway, governed.secret, {**BODY, "model": "claude-haiku-4-5"}).is_success
+
+    sent = [{name.lower() for name in r.headers} for r in fake_upstream.received]
+    assert len(sent) == 2 and "cookie" not in sent[1]
+
+
 def test_upstream_redirects_are_not_followed(gateway, governed, fake_upstream):
     elsewhere = FakeAnthropic().start()
     try:
