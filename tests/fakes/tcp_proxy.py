@@ -53,25 +53,33 @@ class FaultyRelay:
             )
 
     async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        # Abort the open connections before waiting: since Python 3.12 `wait_closed()` waits
+        # for every connection the server accepted, so waiting first would hang on them.
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in list(self._connections):
-            transport = writer.transport
-            if not transport.is_closing():
-                transport.abort()
+            if not writer.transport.is_closing():
+                writer.transport.abort()
         self._connections.clear()
+        if server is not None:
+            await server.wait_closed()
 
     async def _relay(
         self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
     ) -> None:
+        self._connections.add(client)
         try:
             service_reader, service = await asyncio.open_connection(*self.target)
         except OSError:
             client.transport.abort()
+            self._connections.discard(client)
             return
-        self._connections.update((client, service))
+        if client not in self._connections:  # the relay went down while this one connected
+            service.transport.abort()
+            client.transport.abort()
+            return
+        self._connections.add(service)
         await asyncio.gather(self._pipe(client_reader, service), self._pipe(service_reader, client))
         self._connections.discard(client)
         self._connections.discard(service)
