@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from governance import crypto, policy
+from governance import crypto
 from governance.actors import Actor
-from governance.models import AuditEvent, MCPServer, MCPToolGrant, MCPToolPrice
+from governance.models import MCPServer, MCPToolGrant, MCPToolPrice
 from governance.models.tools import (
     ENV_PREFIX,
     HEADER_PREFIX,
@@ -22,7 +22,8 @@ from governance.models.tools import (
     check_header_name,
     flat_credentials,
 )
-from governance.services import audit, common
+from governance.services import common
+from governance.services import credentials as credentials_service
 
 MOVED_CREDENTIALS = (
     "re-enter the credentials when changing where the server is (its URL, or the command and "
@@ -76,22 +77,8 @@ def checked_credentials(
 
 def set_credentials(*, actor: Actor, server: MCPServer, credentials: dict[str, str]) -> bool:
     """Store `credentials` (the flat mapping) if they differ from the server's; saves its other
-    fields with them when it writes. Returns whether it wrote. The audit trail names the
-    credentials that were set, never their values."""
-    cleaned = {name: value for name, value in credentials.items() if value}
-    if cleaned == crypto.decrypt_credentials(server.credentials_encrypted):
-        return False
-    note = f"credentials set: {', '.join(sorted(cleaned)) or 'none'}"
-    with transaction.atomic():
-        server.credentials_encrypted = crypto.encrypt_credentials(cleaned)
-        if common.save_instance(server, actor=actor, note=note):
-            return True
-        # Snapshots show credentials only as "set", so a replaced secret looks unchanged to
-        # save_instance: write and audit it here.
-        server.save(update_fields=["credentials_encrypted", "updated_at"])
-        audit.record(actor=actor, verb=AuditEvent.Verb.UPDATED, subject=server, note=note)
-        policy.invalidate_on_commit()
-    return True
+    fields with them when it writes. Returns whether it wrote."""
+    return credentials_service.store(actor=actor, instance=server, credentials=credentials)
 
 
 def save_server(
@@ -109,21 +96,18 @@ def save_server(
     can only say which to replace or forget. A new destination (URL, or stdio command and
     arguments) is refused while a stored credential would follow it without being re-entered.
     """
-    entered = {name: value for name, value in (updates or {}).items() if value}
-    remove = list(remove)
-    with transaction.atomic():
-        stored = MCPServer.objects.select_for_update().filter(pk=server.pk).first()
-        if stored is not None:
-            check_destination_change(
-                stored, destination=server.destination, entered=entered, forgotten=remove
-            )
-        merged = crypto.decrypt_credentials(stored.credentials_encrypted if stored else "")
-        for name in remove:
-            merged.pop(name, None)
-        merged.update(entered)
-        if set_credentials(actor=actor, server=server, credentials=merged):
-            return True
-        return common.save_instance(server, actor=actor)
+    return credentials_service.save_with_changes(
+        actor=actor,
+        instance=server,
+        updates=updates,
+        remove=remove,
+        check_move=lambda stored, entered, forgotten: check_destination_change(
+            stored,
+            destination=server.destination,
+            entered=entered,
+            forgotten=forgotten,
+        ),
+    )
 
 
 def check_destination_change(
@@ -136,13 +120,9 @@ def check_destination_change(
     """Refuse to move `stored` (the server as it is in the database) to `destination` while a
     stored credential would be sent there unconfirmed: whoever may edit the URL (or the
     command) could otherwise point it at something of their own and collect the secrets."""
-    if stored.destination == destination or not stored.credentials_encrypted:
-        return
-    try:
-        names = set(crypto.decrypt_credentials(stored.credentials_encrypted))
-    except ImproperlyConfigured:  # unreadable, but still something that would be sent along
-        names = {"(undecryptable)"}
-    if names - set(entered) - set(forgotten):
+    if stored.destination != destination and credentials_service.would_follow_a_move(
+        stored, entered, forgotten
+    ):
         field = "command" if stored.transport == MCPServer.Transport.STDIO else "url"
         raise ValidationError({field: MOVED_CREDENTIALS})
 
