@@ -10,14 +10,14 @@ period that do not fill an hour.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from django.db.models import Case, IntegerField, Q, QuerySet, Sum, Value, When
 
 from telemetry.models import SpendRollup
-from telemetry.rollups.common import COUNTS, DAY, HOUR, Row
+from telemetry.rollups.common import COUNTS, DAY, HOUR, Row, counts_of
 
 
 def _ceil_day(hour: dt.datetime) -> dt.datetime:
@@ -156,3 +156,21 @@ def _each_hour(hours: Iterable[Hours]) -> Iterator[tuple[dt.datetime, Hours]]:
         while hour < h.high:
             yield hour, h
             hour += HOUR
+
+
+def plan_cells(
+    organization_id: int, plan: Plan, fields: Sequence[str], filters: Mapping[str, Any]
+) -> Iterator[tuple[Any, Row, list[int]]]:
+    """(bucket, row of `fields`, counts) from the rollup cells `plan` names; an hour taken off
+    a day cell's bucket comes again with its counts negated."""
+    cells = SpendRollup.objects.filter(organization_id=organization_id, **filters)
+    if plan.days:
+        days = Q(bucket_start__in=list(plan.days))
+        for row in day_rows(cells, days, ["bucket_start", *fields]):
+            yield plan.days[row["bucket_start"]], row, counts_of(row)
+    for row in hour_rows(cells, plan.hours, fields, per_slot=True):
+        hours = plan.hours[row["slot"]]
+        counts = counts_of(row)
+        yield hours.bucket, row, counts
+        if hours.minus is not None:
+            yield hours.minus, row, [-value for value in counts]

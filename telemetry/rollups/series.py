@@ -10,7 +10,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -30,7 +29,7 @@ from telemetry.rollups.common import (
     ledger_dimensions,
     read_consistently,
 )
-from telemetry.rollups.plans import Plan, day_rows, hour_rows, series_plan, total_plan
+from telemetry.rollups.plans import Plan, day_rows, hour_rows, plan_cells, series_plan, total_plan
 
 
 @dataclass
@@ -50,27 +49,6 @@ def _check_group(group_by: str | None) -> str | None:
     if group_by not in GROUPS:
         raise ValueError(f"cannot group by {group_by!r}; choose one of {sorted(GROUPS)}")
     return GROUPS[group_by]
-
-
-def _negated(counts: list[int]) -> list[int]:
-    return [-value for value in counts]
-
-
-def _rollup_cells(
-    organization_id: int, plan: Plan, fields: Sequence[str], filters: Mapping[str, Any]
-) -> Iterator[tuple[Any, Row, list[int]]]:
-    """(bucket, row of `fields`, counts) from the rollup tables, as `plan` says."""
-    cells = SpendRollup.objects.filter(organization_id=organization_id, **filters)
-    if plan.days:
-        days = Q(bucket_start__in=list(plan.days))
-        for row in day_rows(cells, days, ["bucket_start", *fields]):
-            yield plan.days[row["bucket_start"]], row, counts_of(row)
-    for row in hour_rows(cells, plan.hours, fields, per_slot=True):
-        hours = plan.hours[row["slot"]]
-        counts = counts_of(row)
-        yield hours.bucket, row, counts
-        if hours.minus is not None:
-            yield hours.minus, row, _negated(counts)
 
 
 def _ledger_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,7 +160,7 @@ def spend_breakdown(
     plan = series_plan(low, high, bucket_of) if low < high else Plan()
 
     def read(cursor: int) -> list[tuple[Any, Row, list[int]]]:
-        cells = list(_rollup_cells(organization_id, plan, fields, checked))
+        cells = list(plan_cells(organization_id, plan, fields, checked))
         partial = _partial_cells(
             cursor, organization_id, start=low, end=high, fields=fields, filters=checked
         )

@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncHour
 
-from telemetry.models import SessionRollup, SpendRollup, UsageRecord
+from telemetry.models import SessionRollup, UsageRecord
 from telemetry.rollups.common import (
     COUNTS,
     DAY,
@@ -33,7 +33,7 @@ from telemetry.rollups.common import (
     ledger_dimensions,
     read_consistently,
 )
-from telemetry.rollups.plans import Plan, day_rows, hour_rows, series_plan
+from telemetry.rollups.plans import Plan, plan_cells, series_plan
 
 Filters = Mapping[str, Collection[Any]]
 # What a session line is grouped by, as SessionRollup fields.
@@ -100,7 +100,7 @@ def spend_table(
     plan = series_plan(low, high, bucket_of) if low < high else Plan()
 
     def read(cursor: int) -> list[tuple[Any, Row, list[int]]]:
-        cells = list(_cells(organization_id, plan, fields, cell_filters))
+        cells = list(plan_cells(organization_id, plan, fields, cell_filters))
         tail = _tail(
             cursor, organization_id, low=low, high=high, fields=fields, filters=cell_filters
         )
@@ -152,27 +152,6 @@ def _bucketing(granularity: str | None, zone: zoneinfo.ZoneInfo) -> Callable[[dt
         return local
 
     return bucket_of
-
-
-def _negated(counts: list[int]) -> list[int]:
-    return [-value for value in counts]
-
-
-def _cells(
-    organization_id: int, plan: Plan, fields: Sequence[str], filters: Mapping[str, Any]
-) -> Iterator[tuple[Any, Row, list[int]]]:
-    """(bucket, row of `fields`, counts) from the rollup cells `plan` names."""
-    cells = SpendRollup.objects.filter(organization_id=organization_id, **filters)
-    if plan.days:
-        days = Q(bucket_start__in=list(plan.days))
-        for row in day_rows(cells, days, ["bucket_start", *fields]):
-            yield plan.days[row["bucket_start"]], row, counts_of(row)
-    for row in hour_rows(cells, plan.hours, fields, per_slot=True):
-        hours = plan.hours[row["slot"]]
-        counts = counts_of(row)
-        yield hours.bucket, row, counts
-        if hours.minus is not None:
-            yield hours.minus, row, _negated(counts)
 
 
 def _tail(
