@@ -39,16 +39,8 @@ MAX_ID = 2**63 - 1
 USD_PLACES = Decimal("0.000001")
 FULL_READERS = (Role.PLATFORM_ADMIN, Role.FINANCE, Role.AUDITOR)
 
-USAGE_METRICS = (
-    "requests",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_micros",
-    "cost_usd",
-)
+# Every count a rollup cell keeps, and the cost in dollars as well.
+USAGE_METRICS = (*rollups.COUNTS, "cost_usd")
 SPEND_METRICS = ("requests", "cost_micros", "cost_usd")
 METRICS = {"usage": USAGE_METRICS, "spend": SPEND_METRICS}
 
