@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -22,40 +20,15 @@ from governance.models import (
     VirtualKey,
 )
 from tests import factories
+from tests.roles import World, two_organizations
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
 
 
-@dataclass
-class World:
-    acme: Organization
-    globex: Organization
-    backend: Team
-    ml: Team
-    rival: Team
-    backend_key: VirtualKey
-    ml_key: VirtualKey
-    rival_key: VirtualKey
-
-
 @pytest.fixture
 def world() -> World:
-    acme = factories.organization(name="acme")
-    globex = factories.organization(name="globex")
-    backend = factories.team(organization=acme, name="backend")
-    ml = factories.team(organization=acme, name="ml")
-    rival = factories.team(organization=globex, name="rival")
-    return World(
-        acme,
-        globex,
-        backend,
-        ml,
-        rival,
-        factories.virtual_key(team=backend, name="vk-backend"),
-        factories.virtual_key(team=ml, name="vk-ml"),
-        factories.virtual_key(team=rival, name="vk-rival"),
-    )
+    return two_organizations()
 
 
 def user_with(

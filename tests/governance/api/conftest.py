@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,9 +13,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from governance.actors import Actor
-from governance.models import Membership, Organization, Role, Team, VirtualKey
+from governance.models import Membership, Organization, Role, Team
 from governance.services import tokens
-from tests import factories
+from tests.roles import World, two_organizations
 
 UserModel = get_user_model()
 _seq = itertools.count(1)
@@ -56,35 +55,9 @@ class Api:
         return self._send("delete", path, None, headers)
 
 
-@dataclass
-class World:
-    acme: Organization
-    globex: Organization
-    backend: Team
-    ml: Team
-    rival: Team
-    backend_key: VirtualKey
-    ml_key: VirtualKey
-    rival_key: VirtualKey
-
-
 @pytest.fixture
 def world() -> World:
-    acme = factories.organization(name="acme")
-    globex = factories.organization(name="globex")
-    backend = factories.team(organization=acme, name="backend")
-    ml = factories.team(organization=acme, name="ml")
-    rival = factories.team(organization=globex, name="rival")
-    return World(
-        acme,
-        globex,
-        backend,
-        ml,
-        rival,
-        factories.virtual_key(team=backend, name="vk-backend"),
-        factories.virtual_key(team=ml, name="vk-ml"),
-        factories.virtual_key(team=rival, name="vk-rival"),
-    )
+    return two_organizations()
 
 
 def make_user(

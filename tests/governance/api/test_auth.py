@@ -11,7 +11,8 @@ from django.utils import timezone
 from governance.actors import Actor
 from governance.models import Role
 from governance.services import tokens
-from tests.governance.api.conftest import Api, World, api_for, make_user
+from tests.governance.api.conftest import Api, api_for, make_user
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor.system("tests")

@@ -7,7 +7,8 @@ import pytest
 
 from governance.models import AuditEvent, Team, VirtualKey
 from tests import factories
-from tests.governance.api.conftest import Api, World
+from tests.governance.api.conftest import Api
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 

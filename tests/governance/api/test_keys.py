@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from governance.keyhash import hash_secret
 from governance.models import AuditEvent, VirtualKey
-from tests.governance.api.conftest import Api, World
+from tests.governance.api.conftest import Api
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ import pytest
 from governance.models import AuditEvent, MCPServer, ModelRoute, Provider, Role
 from governance.services import common
 from tests.factories import TEST_ACTOR
-from tests.governance.api.conftest import Api, World, make_user
+from tests.governance.api.conftest import Api, make_user
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ from governance.models import Budget, Role
 from governance.services import tokens
 from telemetry.models import AlertChannel
 from tests import factories
-from tests.governance.api.conftest import Api, MakeApi, World, make_user
+from tests.governance.api.conftest import Api, MakeApi, make_user
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 

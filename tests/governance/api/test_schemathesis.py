@@ -44,7 +44,8 @@ from governance.models import (
 from governance.services import common, tokens
 from telemetry.models import AlertChannel, AlertEvent
 from tests import factories
-from tests.governance.api.conftest import World, make_user
+from tests.governance.api.conftest import make_user
+from tests.roles import World
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor.system("tests")
