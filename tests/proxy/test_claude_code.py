@@ -66,15 +66,11 @@ class Run:
     stderr: str
 
 
-def run_claude(
-    gateway: GatewayServer, secret: str, home: Path, *args: str, cwd: Path | None = None
-) -> Run:
-    assert CLAUDE is not None
-    home.mkdir(exist_ok=True)
-    # Nothing but the gateway is reachable: a proxy on a port nobody listens on catches any
-    # request for another host (none is expected with nonessential traffic disabled).
+def sealed_env(home: Path) -> dict[str, str]:
+    """Claude Code's environment in tests: a scratch HOME, no nonessential traffic, and nothing
+    reachable but 127.0.0.1 (a proxy on a port nobody listens on catches any other host)."""
     refused = f"http://127.0.0.1:{free_port()}"
-    env = {
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "LANG": "C.UTF-8",
@@ -86,6 +82,16 @@ def run_claude(
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_MAX_RETRIES": "1",
+    }
+
+
+def run_claude(
+    gateway: GatewayServer, secret: str, home: Path, *args: str, cwd: Path | None = None
+) -> Run:
+    assert CLAUDE is not None
+    home.mkdir(exist_ok=True)
+    env = {
+        **sealed_env(home),
         "ANTHROPIC_BASE_URL": gateway.anthropic_url,
         "ANTHROPIC_API_KEY": secret,
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import threading
 import time
@@ -30,8 +29,8 @@ from governance.services import common
 from telemetry.models import UsageRecord
 from tests import factories
 from tests.fakes.oidc_provider import FakeOIDCProvider
-from tests.proxy.conftest import ACTOR, GatewayServer, ensure_price_book, free_port, wait_for
-from tests.proxy.test_claude_code import CLAUDE, MOCK_REPLY
+from tests.proxy.conftest import ACTOR, GatewayServer, ensure_price_book, wait_for
+from tests.proxy.test_claude_code import CLAUDE, MOCK_REPLY, sealed_env
 from tests.signin_support import sign_in_through_browser, signin_base, team_with_group
 from tests.signin_support import turn_signin_on as configure_signin
 
@@ -77,20 +76,7 @@ def machine(tmp_path: Path, gateway: GatewayServer) -> Machine:
             }
         )
     )
-    refused = f"http://127.0.0.1:{free_port()}"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "HTTP_PROXY": refused,
-        "HTTPS_PROXY": refused,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "1",
-    }
+    env = sealed_env(home)
     return Machine(home, env)
 
 

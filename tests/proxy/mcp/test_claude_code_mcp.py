@@ -5,7 +5,6 @@ Runs where the CLI is installed (see tests/proxy/test_claude_code.py); skipped o
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.proxy.conftest import GatewayServer, ensure_price_book, free_port, route_claude_to
+from tests.proxy.conftest import GatewayServer, ensure_price_book, route_claude_to
 from tests.proxy.mcp.conftest import Team_, World, grant, http_config
 from tests.proxy.mcp.servers import RecordingServer
-from tests.proxy.test_claude_code import CLAUDE
+from tests.proxy.test_claude_code import CLAUDE, sealed_env
 
 pytestmark = [
     pytest.mark.skipif(CLAUDE is None, reason="Claude Code CLI not found (see test_claude_code)"),
@@ -28,19 +27,8 @@ def claude(home: Path, gateway: GatewayServer, secret: str, *args: str) -> str:
     """Claude Code with a scratch HOME, nothing reachable but 127.0.0.1, no nonessential traffic."""
     assert CLAUDE is not None
     home.mkdir(exist_ok=True)
-    refused = f"http://127.0.0.1:{free_port()}"
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "HTTP_PROXY": refused,
-        "HTTPS_PROXY": refused,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "1",
+        **sealed_env(home),
         "ANTHROPIC_BASE_URL": gateway.anthropic_url,
         "ANTHROPIC_API_KEY": secret,
     }
