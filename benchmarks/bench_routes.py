@@ -45,6 +45,6 @@ BEDROCK_VERSION = "bedrock-2023-05-31"
 # Static keys that only the fake Bedrock sees (it does not check them): with static keys
 # botocore signs every request and never looks for credentials anywhere else.
 BEDROCK_CREDENTIALS = {
-    "access_key_id": "AKIABENCHFAKEKEY0000",
+    "access_key_id": "BENCHFAKEACCESSKEYID",
     "secret_access_key": "bench-fake-secret-access-key-not-secret",
 }

@@ -388,7 +388,7 @@ def test_secret_from_env_is_never_printed(tmp_path: Path, monkeypatch: pytest.Mo
         "ok.yaml",
     )
     out, err = run(ok)
-    assert "sk-ant-upstream" not in out + err
+    assert "test-upstream-provider-credential" not in out + err
     assert "+ create provider a (credentials: api_key)" in out
     bad = write(tmp_path, "organizations: [{name: acme, keys: [{name: k, secret: '${VK_BAD}'}]}]")
     with pytest.raises(CommandError) as raised:

@@ -95,7 +95,7 @@ def test_rate_limits_and_model_policies(root: Api, world: World) -> None:
 
 
 def test_providers_take_credentials_and_never_return_them(root: Api) -> None:
-    secret = "sk-ant-api03-very-secret-value"
+    secret = "test-provider-credential-value"
     created = root.post(
         "/api/v1/providers/",
         {"name": "anthropic", "kind": "anthropic", "credentials": {"api_key": secret}},
