@@ -155,7 +155,20 @@ def _has_field(obj: models.Model, name: str = "organization") -> bool:
     return True
 
 
-class RoleAdminMixin:
+class _VisibleRows:
+    """Rows, and the choices of foreign-key fields, limited to what the user may see."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return visible(request, super().get_queryset(request))  # type: ignore[misc]
+
+    def get_field_queryset(
+        self, db: str | None, db_field: Any, request: HttpRequest
+    ) -> QuerySet[Any] | None:
+        queryset = super().get_field_queryset(db, db_field, request)  # type: ignore[misc]
+        return field_choices(request, db_field, queryset, db)
+
+
+class RoleAdminMixin(_VisibleRows):
     """Role checks for a ModelAdmin: put in front of the admin base class."""
 
     model: Any
@@ -178,15 +191,6 @@ class RoleAdminMixin:
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return allows(request, self.model, "change")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return visible(request, super().get_queryset(request))  # type: ignore[misc]
-
-    def get_field_queryset(
-        self, db: str | None, db_field: Any, request: HttpRequest
-    ) -> QuerySet[Any] | None:
-        queryset = super().get_field_queryset(db, db_field, request)  # type: ignore[misc]
-        return field_choices(request, db_field, queryset, db)
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         return visible_list_filter(self.model, super().get_list_filter(request))  # type: ignore[misc]
@@ -213,7 +217,7 @@ class RoleAdminMixin:
         return response
 
 
-class RoleInlineMixin:
+class RoleInlineMixin(_VisibleRows):
     """Role checks for an inline: rows the user sees; editable where they may change rows under
     this parent (and the parent itself, or the page could not be saved)."""
 
@@ -235,15 +239,6 @@ class RoleInlineMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self._may_change_under(request, obj)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return visible(request, super().get_queryset(request))  # type: ignore[misc]
-
-    def get_field_queryset(
-        self, db: str | None, db_field: Any, request: HttpRequest
-    ) -> QuerySet[Any] | None:
-        queryset = super().get_field_queryset(db, db_field, request)  # type: ignore[misc]
-        return field_choices(request, db_field, queryset, db)
 
     if not TYPE_CHECKING:
         # A read-only inline shows its dollar fields through these (see money_display).
