@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from governance.models.base import TimestampedModel
+from governance.models.base import TimestampedModel, owner_scope
 from governance.models.keys import VirtualKey
 from governance.models.orgs import Organization, Project, Team
 from governance.validators import validate_pattern_list, validate_thresholds
@@ -93,13 +93,9 @@ class Budget(TimestampedModel):
 
     @property
     def scope(self) -> str:
-        if self.virtual_key_id is not None:
-            return "key"
-        if self.team_id is not None:
-            return "team"
-        if self.project_id is not None:
-            return "project"
-        return "organization"
+        return owner_scope(
+            virtual_key_id=self.virtual_key_id, team_id=self.team_id, project_id=self.project_id
+        )
 
     @property
     def scope_label(self) -> str:

@@ -24,7 +24,7 @@ from django.db import models
 from django.db.models import Q
 
 from governance import outbound
-from governance.models.base import TimestampedModel
+from governance.models.base import TimestampedModel, owner_scope
 from governance.models.keys import VirtualKey
 from governance.models.orgs import Organization, Project, Team
 from governance.validators import validate_pattern_list
@@ -267,13 +267,9 @@ class MCPToolGrant(TimestampedModel):
 
     @property
     def level(self) -> str:
-        if self.virtual_key_id is not None:
-            return "key"
-        if self.team_id is not None:
-            return "team"
-        if self.project_id is not None:
-            return "project"
-        return "organization"
+        return owner_scope(
+            virtual_key_id=self.virtual_key_id, team_id=self.team_id, project_id=self.project_id
+        )
 
     @property
     def owner_label(self) -> str:
