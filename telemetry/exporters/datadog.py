@@ -56,7 +56,7 @@ from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from governance.models import Organization, Team, VirtualKey
-from telemetry import metrics
+from telemetry import budget_gauges, metrics
 from telemetry.models import RollupCursor, UsageRecord
 from telemetry.rollups import TOOL_ROUTE
 
@@ -390,7 +390,7 @@ def _count(name: str, tags: Tags, value: int, batch: Batch) -> Series:
 def budget_series(stamp: int) -> list[Series]:
     """Gauges of every budget's spend, limit and utilisation in its current period."""
     series: list[Series] = []
-    for status in metrics.budget_statuses():
+    for status in budget_gauges.budget_statuses():
         if status.spent_micros is None:
             continue
         tags = [

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from governance.actors import Actor
 from governance.models import Deployment
 from governance.services import common
-from telemetry import ledger, metrics, periods
+from telemetry import budget_gauges, ledger, metrics, periods
 from telemetry.models import BudgetPeriodRecord, SpendRollup
 from tests import factories
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
@@ -226,7 +226,7 @@ def test_only_the_most_spent_key_budgets_are_exported_past_the_key_limit():
         )
         if spend > 5:
             kept.append(budget.pk)
-    statuses = metrics.budget_statuses(max_keys=2)
+    statuses = budget_gauges.budget_statuses(max_keys=2)
     assert sorted(s.budget_id for s in statuses if s.scope == "key") == kept
     assert [s.scope for s in statuses].count("team") == 1
 
