@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.core.cache import cache
 
 from governance import policy
@@ -24,6 +27,21 @@ def _fresh_caches() -> None:
     """
     cache.clear()
     policy.invalidate_all()  # in the cache or the file
+
+
+# A Wednesday noon (UTC) in the middle of a month: hours from any day, week or month boundary
+# in every time zone the tests use.
+STEADY_MOMENT = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def steady_clock() -> Iterator[dt.datetime]:
+    """The clock at STEADY_MOMENT, ticking on from there: for in-process tests whose events a
+    few minutes or days old must fall in the current day, week or month whenever the suite
+    runs. Gateways in other processes keep the real clock, so tests that start one do not
+    use it."""
+    with time_machine.travel(STEADY_MOMENT, tick=True):
+        yield STEADY_MOMENT
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

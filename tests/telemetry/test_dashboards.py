@@ -50,7 +50,9 @@ class World:
 
 
 @pytest.fixture
-def world() -> World:
+def world(steady_clock: dt.datetime) -> World:
+    """Two organizations on a steady clock: spend minutes or days old stays in today's, this
+    week's and this month's periods whenever the suite runs."""
     org = factories.organization(name="acme")
     other_org = factories.organization(name="globex")
     ml = factories.team(organization=org, name="ml")

@@ -26,7 +26,8 @@ STATUSLINE = "/api/v1/me/statusline"
 
 
 @pytest.fixture
-def w() -> World:
+def w(steady_clock: dt.datetime) -> World:
+    """Spend minutes old counts against today's, this week's and this month's budgets."""
     data = world()
     factories.budget(owner=data.acme, amount_micros=1_000_000_000)  # $1,000 a month
     factories.budget(owner=data.backend, amount_micros=200_000_000)  # $200 a month

@@ -113,7 +113,7 @@ def spending_key(db: None) -> VirtualKey:
 
 @pytest.mark.django_db
 def test_tool_costs_count_against_exactly_the_budgets_admission_charges(
-    spending_key: VirtualKey,
+    steady_clock: dt.datetime, spending_key: VirtualKey
 ) -> None:
     now = timezone.now()
     write(
