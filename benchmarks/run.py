@@ -34,6 +34,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -121,6 +122,7 @@ class CellReport:
     floor_added_p99_ms: float | None = None
     floor_rps: float | None = None
     floor_cpu_us_per_request: float | None = None
+    floor_n: int = 0
 
     @property
     def cpu_bound_rps(self) -> float:
@@ -157,7 +159,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 @contextlib.contextmanager
 def started(
-    command: list[str], env: dict[str, str], log: Path
+    command: list[str], env: dict[str, str], log: Path, stop_timeout: float = 20.0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a subprocess for the duration of the block; stop it gracefully, then firmly."""
     with log.open("wb") as sink:
@@ -165,7 +167,7 @@ def started(
         try:
             yield process
         finally:
-            stop(process)
+            stop(process, stop_timeout)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -423,6 +425,7 @@ def add_floor(report: CellReport, floor: Run, d_lat: list[float]) -> None:
     report.floor_added_p99_ms = ms(p(f_lat, 0.99) - p(d_lat, 0.99))
     report.floor_rps = round(floor.result.requests_per_second, 1)
     report.floor_cpu_us_per_request = floor.cpu_us_per_request
+    report.floor_n = len(floor.result.samples)
 
 
 def vias(provider: str) -> tuple[str, ...]:
@@ -456,9 +459,10 @@ async def smoke_test(endpoints: Endpoints, providers: list[str]) -> dict[str, in
 
 async def warm_up(
     endpoints: Endpoints, cells: list[Cell], seconds: float, sent: dict[str, int]
-) -> None:
+) -> int:
     """Load snapshots, seed counters, fill connection pools, for `seconds` per provider.
-    Adds the gateway requests sent to `sent`, by provider."""
+    Adds the gateway requests sent to `sent`, by provider; returns the floor's requests."""
+    floor_sent = 0
     for provider in dict.fromkeys(c.provider for c in cells):
         kinds = sorted({(c.body, c.mode) for c in cells if c.provider == provider})
         for body, mode in kinds:
@@ -473,6 +477,9 @@ async def warm_up(
                 )
                 if via == "gateway":
                     sent[provider] += len(result.samples)
+                elif via == "floor":
+                    floor_sent += len(result.samples)
+    return floor_sent
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -651,19 +658,21 @@ def progress(cell: Cell, report: CellReport) -> str:
 
 async def benchmark(
     args: argparse.Namespace, endpoints: Endpoints, pids: dict[str, int]
-) -> tuple[list[CellReport], dict[str, int]]:
-    """Every cell; returns the reports and the gateway requests sent, by provider."""
+) -> tuple[list[CellReport], dict[str, int], int]:
+    """Every cell; returns the reports, the gateway requests sent, by provider, and the
+    floor's requests after the smoke test."""
     cells = cells_for(args)
     providers = list(dict.fromkeys(c.provider for c in cells))
     sent = await smoke_test(endpoints, providers)
-    await warm_up(endpoints, cells, args.warmup, sent)
+    floor_sent = await warm_up(endpoints, cells, args.warmup, sent)
     reports = []
     for cell in cells:
         report, n = await measure(cell, endpoints, pids, args.duration)
         sent[cell.provider] += n
+        floor_sent += report.floor_n
         reports.append(report)
         print(progress(cell, report), flush=True)
-    return reports, sent
+    return reports, sent, floor_sent
 
 
 def parse_args() -> argparse.Namespace:
@@ -696,6 +705,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    parser.add_argument(
+        "--wrapper",
+        default="",
+        help="run the gateway and the floor under this command, {name} standing for "
+        "'gateway' or 'floor' (benchmarks/instructions.py: valgrind); they get 15 minutes to "
+        "start and to stop",
+    )
+    parser.add_argument(
+        "--idle-before",
+        type=float,
+        default=0.0,
+        help="seconds the started gateway and floor wait idle before the first request",
+    )
     args = parser.parse_args()
     if args.duration is None:
         args.duration = 0.6 if args.quick else 4.0
@@ -704,11 +726,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def server_command(app: str, port: int, *extra: str) -> list[str]:
+def server_command(app: str, port: int, *extra: str, wrapper: tuple[str, ...] = ()) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+        *wrapper, sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
         "--no-access-log", "--log-level", "warning", *extra,
     ]  # fmt: skip
+
+
+def wrapped(wrapper: str, name: str) -> tuple[str, ...]:
+    """The --wrapper command for the gateway or the floor, {name} filled in."""
+    return tuple(shlex.split(wrapper.replace("{name}", name)))
 
 
 def report(
@@ -814,30 +841,45 @@ def main() -> int:
             }
             env["BENCH_UPSTREAM"] = f"http://{HOST}:{ports[ANTHROPIC]}"
             ids = seed_script(env, *seed_arguments(workdir, ports))
+            # Under a wrapper such as valgrind both start and stop many times slower.
+            patience = 900.0 if args.wrapper else 30.0
             floor = stack.enter_context(
                 started(
                     pinned(
-                        server_command("bare_proxy:app", floor_port, "--app-dir", str(HERE)),
+                        server_command(
+                            "bare_proxy:app",
+                            floor_port,
+                            "--app-dir",
+                            str(HERE),
+                            wrapper=wrapped(args.wrapper, "floor"),
+                        ),
                         GATEWAY_CORE,
                         pin,
                     ),
                     env,
                     workdir / "floor.log",
+                    stop_timeout=patience,
                 )
             )
             gateway = stack.enter_context(
                 started(
                     pinned(
-                        server_command("gatewaysite.asgi:application", gateway_port),
+                        server_command(
+                            "gatewaysite.asgi:application",
+                            gateway_port,
+                            wrapper=wrapped(args.wrapper, "gateway"),
+                        ),
                         GATEWAY_CORE,
                         pin,
                     ),
                     env,
                     workdir / "gateway.log",
+                    stop_timeout=patience,
                 )
             )
-            wait_for_port(floor_port, floor)
-            wait_for_port(gateway_port, gateway)
+            wait_for_port(floor_port, floor, patience)
+            wait_for_port(gateway_port, gateway, patience)
+            time.sleep(args.idle_before)
             if pin:
                 os.sched_setaffinity(0, {CLIENT_CORE})
             secret = (workdir / "key.secret").read_text().strip()
@@ -845,8 +887,8 @@ def main() -> int:
             endpoints = Endpoints(ports[ANTHROPIC], gateway_port, floor_port, secret, fake_ports)
             print(f"gateway pid {gateway.pid}, floor pid {floor.pid}; measuring", flush=True)
             pids = {"gateway": gateway.pid, "floor": floor.pid}
-            reports, sent = asyncio.run(benchmark(args, endpoints, pids))
-            stop(gateway)  # its shutdown flushes the pending usage events to the ledger
+            reports, sent, floor_sent = asyncio.run(benchmark(args, endpoints, pids))
+            stop(gateway, patience)  # its shutdown flushes the pending usage events to the ledger
             ledger = seed_script(env, "ledger", "--key-id", str(ids["key_id"]))
         info["loadavg_end"] = os.getloadavg()
         complete = report(info, reports, ledger, sent, ids["providers"])
@@ -858,6 +900,7 @@ def main() -> int:
                 "cells": [asdict(r) for r in reports],
                 "ledger": ledger,
                 "sent": sent,
+                "floor_sent": floor_sent,
             }
             args.json.write_text(json.dumps(results, indent=2))
         return 0 if complete and not any(r.errors for r in reports) else 1
