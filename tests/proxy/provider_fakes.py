@@ -41,6 +41,7 @@ from proxy.metering import UsageTally
 from proxy.providers.base import Provider as ProviderAdapter
 from proxy.providers.base import UpstreamCall
 from proxy.upstream import UpstreamResponse
+from telemetry.models import UsageRecord
 from tests.fakes.bedrock_upstream import ACCESS_KEY, SECRET_KEY, FakeBedrock
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.vertex_upstream import FakeVertex
@@ -172,9 +173,13 @@ def price_llama() -> None:
 
 
 def counter_of(gateway: GatewayServer, budget_id: int) -> int:
-    """Settled plus reserved micro-dollars on a budget's current counter in the gateway."""
+    """Settled plus reserved micro-dollars on a budget's counter in the gateway, in the period
+    of the last request in the ledger (else of the clock): requests made just before midnight
+    charged the period that was then current."""
     budget = Budget.objects.select_related("organization").get(pk=budget_id)
-    label = window(budget.period, budget.organization.timezone, dt.datetime.now(dt.UTC)).label
+    last = UsageRecord.objects.order_by("-created_at").values_list("created_at", flat=True)
+    at = last.first() or dt.datetime.now(dt.UTC)
+    label = window(budget.period, budget.organization.timezone, at).label
     return gateway.call(_budget_spent(f"b:{budget_id}:{label}"))
 
 

@@ -9,7 +9,6 @@ headers, redirects, count_tokens without limits).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ import httpx
 import pytest
 
 from governance.models import (
-    Budget,
     Deployment,
     ModelPolicy,
     ModelPrice,
@@ -28,9 +26,7 @@ from governance.models import (
     Organization,
     Provider,
 )
-from governance.periods import window
 from governance.services import common, keys, providers
-from proxy import runtime as proxy_runtime
 from telemetry.models import UsageRecord
 from tests import factories
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
@@ -42,6 +38,7 @@ from tests.proxy.conftest import (
     ledger_rows,
     wait_for,
 )
+from tests.proxy.provider_fakes import counter_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -265,18 +262,6 @@ def test_failover_charges_the_provider_that_served(gateway, governed, two_provid
     assert spent > 0
     assert counter_of(gateway, alpha_budget.pk) == spent
     assert counter_of(gateway, beta_budget.pk) == 0
-
-
-def counter_of(gateway: GatewayServer, budget_id: int) -> int:
-    """Settled plus reserved micro-dollars on a budget's current counter in the gateway."""
-    budget = Budget.objects.select_related("organization").get(pk=budget_id)
-    label = window(budget.period, budget.organization.timezone, dt.datetime.now(dt.UTC)).label
-    return gateway.call(_budget_spent(budget_id, label))
-
-
-async def _budget_spent(budget_id: int, label: str) -> int:
-    store = proxy_runtime.current().store
-    return int(await store.budget_spent(f"b:{budget_id}:{label}") or 0)
 
 
 # --- item 6: a failing settlement loses nothing --------------------------------------------
