@@ -29,6 +29,7 @@ from governance.models import (
 from governance.services import common, keys, providers
 from telemetry.models import UsageRecord
 from tests import factories
+from tests.clock import within_one_window
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
 from tests.proxy.conftest import (
     ACTOR,
@@ -90,6 +91,7 @@ def test_every_refusal_carries_the_request_id_of_its_ledger_row(gateway, governe
         owner=governed.team, amount_micros=1, model_patterns=["claude-haiku-*"], period="day"
     )
     factories.rate_limit(owner=governed.key, requests_per_minute=6)
+    within_one_window()
     refusals = {
         401: post(gateway, "sk-gw-unknown-key-0000000000000000000"),
         400: post(gateway, governed.secret, b"{not json"),
@@ -417,6 +419,7 @@ def test_upstream_redirects_are_not_followed(gateway, governed, fake_upstream):
 def test_count_tokens_is_rate_limited_like_messages(gateway, governed, fake_upstream):
     factories.rate_limit(owner=governed.key, requests_per_minute=2)
     body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "hi"}]}
+    within_one_window()
 
     statuses = [
         post(gateway, governed.secret, body, path="/v1/messages/count_tokens").status_code

@@ -11,6 +11,7 @@ from django.utils import timezone
 from governance.models import Deployment, ModelPolicy, RateLimit
 from governance.services import common, keys
 from tests import factories
+from tests.clock import within_one_window
 from tests.fakes.anthropic_upstream import Reply
 from tests.proxy.conftest import ACTOR, GatewayServer, ledger_rows
 
@@ -135,6 +136,7 @@ def test_model_tier_budget_downgrades_instead_of_blocking(gateway, governed, fak
 
 def test_requests_per_minute_limit_is_429_with_retry_after(gateway, governed):
     common.save_instance(RateLimit(virtual_key=governed.key, requests_per_minute=2), actor=ACTOR)
+    within_one_window()
     responses = [post(gateway, governed.secret) for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert error_of(responses[2])[1] == "rate_limit_error"

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from governance.signin import ratelimit
+from tests.clock import within_one_window
 from tests.governance.signin.conftest import SignIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_device_authorizations_past_the_limit_are_told_to_slow_down(signin: SignIn):
     limit = ratelimit.DEVICE_AUTHORIZATION
+    within_one_window(limit.window_seconds)
 
     answers = [
         signin.post("/oauth/device_authorization", surface="claude_code").status_code
@@ -37,6 +39,7 @@ def test_user_code_submissions_past_the_limit_are_refused(signin: SignIn):
         form = {"csrfmiddlewaretoken": match.group(1), "user_code": "BCDF-GHJK"}
         return client.post(signin.base + "/device", data=form).status_code
 
+    within_one_window(ratelimit.USER_CODE.window_seconds)
     answers = [submit() for _ in range(ratelimit.USER_CODE.max_requests + 1)]
 
     assert answers == [400] * ratelimit.USER_CODE.max_requests + [429]
@@ -44,6 +47,7 @@ def test_user_code_submissions_past_the_limit_are_refused(signin: SignIn):
 
 def test_the_limit_counts_each_address_on_its_own(settings):
     limit = ratelimit.Limit("test", 2, 600)
+    within_one_window(limit.window_seconds)
 
     first = [ratelimit.exceeded(limit, "10.0.0.1") for _ in range(3)]
     other = ratelimit.exceeded(limit, "10.0.0.2")

@@ -11,6 +11,7 @@ from mcp import Client
 from governance.models import RateLimit
 from governance.policy import ToolPrice
 from governance.services import common
+from tests.clock import within_one_window
 from tests.proxy.conftest import ACTOR, ledger_rows
 from tests.proxy.mcp.conftest import Team_, World, connect, grant, http_config, in_db, tool_names
 from tests.proxy.mcp.servers import RecordingServer
@@ -84,6 +85,7 @@ async def test_program_tool_calls_are_rate_limited_like_direct_calls(
         actor=ACTOR,
     )
     source = "[devtools__echo(text=str(i)) for i in range(3)]"
+    within_one_window()
     async with connect(gateway, backend.secret) as client:
         result = await run(client, source)
     assert result.is_error and "Rate limit reached" in text_of(result)

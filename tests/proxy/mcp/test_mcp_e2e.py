@@ -17,6 +17,7 @@ from governance.policy import McpServerConfig, ToolPrice
 from governance.services import common, keys
 from proxy.mcp.names import exposed_name
 from tests import factories
+from tests.clock import within_one_window
 from tests.proxy.conftest import ACTOR, GatewayServer, ledger_rows, wait_for
 from tests.proxy.mcp.conftest import (
     Team_,
@@ -298,6 +299,7 @@ async def test_rate_limit_applies_to_tool_calls(gateway, granted, backend, devto
         RateLimit(virtual_key_id=backend.key_id, requests_per_minute=2),
         actor=ACTOR,
     )
+    within_one_window()
     async with connect(gateway, backend.secret) as client:
         first = await client.call_tool("devtools__echo", {"text": "1"})
         second = await client.call_tool("devtools__echo", {"text": "2"})
