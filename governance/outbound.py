@@ -9,7 +9,8 @@ must be public unicast, unless its network is listed in GATEWAY_OUTBOUND_ALLOWED
 (comma-separated CIDRs, e.g. a self-hosted model server on 10.20.0.0/16).
 
 A name is checked again each time it is resolved for a connection (proxy/egress.py, telemetry
-/channels.py): a DNS answer can change after the URL was validated.
+/webhook_egress.py), on the addresses the connection then uses: a DNS answer can change after
+the URL was validated.
 
 Pure (no ORM), so the proxy can use it. Errors never quote the URL: a webhook URL's path and
 query are its secret, and a base URL may carry credentials too.
@@ -90,7 +91,7 @@ def check_url(url: str) -> None:
         addresses = resolve(host, port)
     except OSError:
         return
-    _refuse_forbidden(addresses)
+    refuse_forbidden(addresses)
 
 
 def check_field(url: str, field: str) -> None:
@@ -108,7 +109,7 @@ def checked_addresses(url: str) -> list[str]:
     ForbiddenDestination for a forbidden one and OSError when the host does not resolve."""
     host, port = _host_and_port(url)
     addresses = resolve(host, port)
-    _refuse_forbidden(addresses)
+    refuse_forbidden(addresses)
     return addresses
 
 
@@ -137,7 +138,8 @@ def _host_and_port(url: str) -> tuple[str, int]:
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
-def _refuse_forbidden(addresses: list[str]) -> None:
+def refuse_forbidden(addresses: list[str]) -> None:
+    """Raise ForbiddenDestination, naming the address, for the first forbidden one."""
     for address in addresses:
         if is_forbidden(address):
             raise ForbiddenDestination(

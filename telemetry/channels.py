@@ -30,6 +30,7 @@ from governance import outbound
 from governance.actors import Actor
 from governance.models import AuditEvent
 from governance.services import audit
+from telemetry import webhook_egress
 from telemetry.models import AlertChannel
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,12 @@ def post_json(url: str, body: Mapping[str, Any]) -> DeliveryResult:
     content = json.dumps(body, ensure_ascii=False).encode()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
     pauses = (*RETRY_BACKOFF_SECONDS, None)
-    with httpx.Client(timeout=TIMEOUT, headers=headers, follow_redirects=False) as client:
+    with httpx.Client(
+        timeout=TIMEOUT,
+        headers=headers,
+        follow_redirects=False,
+        transport=webhook_egress.guarded_transport(),
+    ) as client:
         for attempt, pause in enumerate(pauses, start=1):
             ok, retryable, detail = _post_once(client, url, content)
             if ok or not retryable or pause is None:
@@ -88,16 +94,13 @@ def post_json(url: str, body: Mapping[str, Any]) -> DeliveryResult:
 def _post_once(client: httpx.Client, url: str, content: bytes) -> tuple[bool, bool, str]:
     """One POST: (delivered, worth retrying, what happened)."""
     try:
-        # The name may point elsewhere than when the channel was saved (DNS rebinding).
-        outbound.checked_addresses(url)
+        # The name may point elsewhere than when the channel was saved (DNS rebinding): the
+        # transport checks the addresses it connects to (telemetry/webhook_egress.py).
+        response = client.post(url, content=content)
     except outbound.ForbiddenDestination as exc:
         reason = "; ".join(exc.messages)  # names the address, never the URL
         logger.warning("alert webhook refused: %s", reason)
         return False, False, f"refused: {reason}"[:300]
-    except OSError as exc:
-        return False, True, f"cannot resolve the webhook's host ({type(exc).__name__})"
-    try:
-        response = client.post(url, content=content)
     except httpx.TransportError as exc:
         text = redact_text(str(exc), url)
         return False, True, f"{type(exc).__name__}: {text}"[:300]

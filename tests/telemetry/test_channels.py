@@ -332,6 +332,36 @@ def test_a_webhook_rebound_to_a_forbidden_address_is_refused_when_sent(
     assert TOKEN not in caplog.text + result.detail and "/hooks/" not in caplog.text
 
 
+def test_a_name_rebound_between_the_check_and_the_connection_reaches_only_the_checked_address(
+    receiver: WebhookReceiver, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the webhook's name answers an allowed address once, then a forbidden one.
+    The alert must reach the address that was checked, never the one the name answers next."""
+    port = int(receiver.base_url.rsplit(":", 1)[1])
+    inside = WebhookReceiver("127.0.0.3", port).start()  # same port, forbidden address
+    try:
+        row = saved_channel("webhook", f"http://rebound.test:{port}/hooks/{TOKEN}")
+        settings.GATEWAY_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+        answers = iter(["127.0.0.1"])  # then 127.0.0.3 for every later lookup
+        real_getaddrinfo = socket.getaddrinfo
+
+        def rebinding_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            name = host.decode() if isinstance(host, bytes) else host
+            if name != "rebound.test":
+                return real_getaddrinfo(host, *args, **kwargs)
+            address = next(answers, "127.0.0.3")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding_getaddrinfo)
+        result = channels.deliver(row, PAYLOAD)
+    finally:
+        inside.stop()
+
+    assert result.ok, result.detail
+    assert len(receiver.requests) == 1
+    assert inside.requests == []
+
+
 def test_a_refused_send_is_a_failed_delivery_of_the_alert(
     receiver: WebhookReceiver, settings: Any
 ) -> None:
