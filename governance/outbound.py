@@ -8,8 +8,8 @@ hands out the machine's cloud credentials. So every address a URL's host is, or 
 must be public unicast, unless its network is listed in GATEWAY_OUTBOUND_ALLOWED_NETWORKS
 (comma-separated CIDRs, e.g. a self-hosted model server on 10.20.0.0/16).
 
-A name is checked again each time it is resolved for a connection (proxy/egress.py, telemetry
-/webhook_egress.py), on the addresses the connection then uses: a DNS answer can change after
+A name is checked again each time it is resolved for a connection (proxy/egress.py, governance
+/guarded_http.py), on the addresses the connection then uses: a DNS answer can change after
 the URL was validated.
 
 Pure (no ORM), so the proxy can use it. Errors never quote the URL: a webhook URL's path and

@@ -26,11 +26,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import send_mail
 from django.db import transaction
 
-from governance import outbound
+from governance import guarded_http, outbound
 from governance.actors import Actor
 from governance.models import AuditEvent
 from governance.services import audit
-from telemetry import webhook_egress
 from telemetry.models import AlertChannel
 
 logger = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def post_json(url: str, body: Mapping[str, Any]) -> DeliveryResult:
         timeout=TIMEOUT,
         headers=headers,
         follow_redirects=False,
-        transport=webhook_egress.guarded_transport(),
+        transport=guarded_http.guarded_transport(),
     ) as client:
         for attempt, pause in enumerate(pauses, start=1):
             ok, retryable, detail = _post_once(client, url, content)
@@ -95,7 +94,7 @@ def _post_once(client: httpx.Client, url: str, content: bytes) -> tuple[bool, bo
     """One POST: (delivered, worth retrying, what happened)."""
     try:
         # The name may point elsewhere than when the channel was saved (DNS rebinding): the
-        # transport checks the addresses it connects to (telemetry/webhook_egress.py).
+        # transport checks the addresses it connects to (governance/guarded_http.py).
         response = client.post(url, content=content)
     except outbound.ForbiddenDestination as exc:
         reason = "; ".join(exc.messages)  # names the address, never the URL

@@ -36,7 +36,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from governance import outbound, policy
+from governance import guarded_http, outbound, policy
 from governance.policy import McpServerConfig
 
 logger = logging.getLogger("gateway.mcp")
@@ -123,8 +123,9 @@ async def _watched(transport: Any, on_end: Callable[[], None]) -> AsyncIterator[
 async def _http_transport(
     config: McpServerConfig, on_session_gone: Callable[[], None]
 ) -> AsyncIterator[Any]:
-    # Checked at each (re)connection: the URL was checked when saved, but a name can be
-    # re-pointed since (the addresses of later lookups by the HTTP client are not re-checked).
+    # Checked at each (re)connection, for a clear refusal: the URL was checked when saved, but
+    # a name can be re-pointed since. The client's own lookups are checked too, on the
+    # addresses it connects to (governance/guarded_http.py).
     await sync_to_async(outbound.checked_addresses, thread_sensitive=False)(config.url)
     headers = dict(config.credentials.get("headers", {}))
 
@@ -136,7 +137,10 @@ async def _http_transport(
 
     async with (
         httpx2.AsyncClient(
-            headers=headers, timeout=HTTP_TIMEOUT, event_hooks={"response": [watch]}
+            headers=headers,
+            timeout=HTTP_TIMEOUT,
+            event_hooks={"response": [watch]},
+            transport=guarded_http.guarded_async_transport(),
         ) as http,
         streamable_http_client(config.url, http_client=http) as streams,
     ):
