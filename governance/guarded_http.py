@@ -85,11 +85,22 @@ class _GuardedAsyncBackend(httpcore2.AnyIOBackend):
         raise failure or httpcore2.ConnectError("the host resolved to no address")
 
 
+# The pools httpx and httpx2 build by default (httpcore's own defaults are 10 connections,
+# kept alive forever).
+MAX_CONNECTIONS = 100
+MAX_KEEPALIVE_CONNECTIONS = 20
+KEEPALIVE_EXPIRY_SECONDS = 5.0
+
+
 def guarded_transport() -> httpx.HTTPTransport:
     """For an httpx.Client: ForbiddenDestination comes out of its requests as it is."""
     transport = httpx.HTTPTransport()
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=_GuardedBackend()
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+        network_backend=_GuardedBackend(),
     )
     return transport
 
@@ -98,6 +109,10 @@ def guarded_async_transport() -> httpx2.AsyncHTTPTransport:
     """For an httpx2.AsyncClient (the MCP SDK's)."""
     transport = httpx2.AsyncHTTPTransport()
     transport._pool = httpcore2.AsyncConnectionPool(
-        ssl_context=httpx2.create_ssl_context(), network_backend=_GuardedAsyncBackend()
+        ssl_context=httpx2.create_ssl_context(),
+        max_connections=MAX_CONNECTIONS,
+        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
+        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+        network_backend=_GuardedAsyncBackend(),
     )
     return transport
