@@ -19,6 +19,7 @@ takes a proxy from the environment, like the provider client.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import anyio.to_thread
 import httpcore
@@ -85,22 +86,20 @@ class _GuardedAsyncBackend(httpcore2.AnyIOBackend):
         raise failure or httpcore2.ConnectError("the host resolved to no address")
 
 
-# The pools httpx and httpx2 build by default (httpcore's own defaults are 10 connections,
+# The pool size httpx and httpx2 build by default (httpcore's own defaults are 10 connections,
 # kept alive forever).
-MAX_CONNECTIONS = 100
-MAX_KEEPALIVE_CONNECTIONS = 20
-KEEPALIVE_EXPIRY_SECONDS = 5.0
+POOL_SIZE: dict[str, Any] = {
+    "max_connections": 100,
+    "max_keepalive_connections": 20,
+    "keepalive_expiry": 5.0,
+}
 
 
 def guarded_transport() -> httpx.HTTPTransport:
     """For an httpx.Client: ForbiddenDestination comes out of its requests as it is."""
     transport = httpx.HTTPTransport()
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=MAX_CONNECTIONS,
-        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
-        network_backend=_GuardedBackend(),
+        ssl_context=httpx.create_ssl_context(), network_backend=_GuardedBackend(), **POOL_SIZE
     )
     return transport
 
@@ -110,9 +109,7 @@ def guarded_async_transport() -> httpx2.AsyncHTTPTransport:
     transport = httpx2.AsyncHTTPTransport()
     transport._pool = httpcore2.AsyncConnectionPool(
         ssl_context=httpx2.create_ssl_context(),
-        max_connections=MAX_CONNECTIONS,
-        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-        keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
         network_backend=_GuardedAsyncBackend(),
+        **POOL_SIZE,
     )
     return transport
