@@ -37,48 +37,32 @@ from telemetry.models import AlertChannel, BudgetPeriodRecord
 from tests import factories
 from tests.factories import TEST_ACTOR
 from tests.governance.test_admin import admin_url, form_data
-from tests.roles import member
+from tests.roles import World, member, two_organizations
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
 
 
 @dataclass
-class World:
-    acme: Organization
-    globex: Organization
-    backend: Team
-    ml: Team
-    rival: Team
-    backend_key: VirtualKey
-    ml_key: VirtualKey
-    rival_key: VirtualKey
+class BudgetedWorld(World):
+    """tests.roles.World, a project in acme, and a budget on a team, a key and the rival."""
+
     team_budget: Budget
     key_budget: Budget
     rival_budget: Budget
 
 
 @pytest.fixture
-def world() -> World:
-    acme = factories.organization(name="acme")
-    globex = factories.organization(name="globex")
-    backend = factories.team(organization=acme, name="backend")
-    ml = factories.team(organization=acme, name="ml")
-    rival = factories.team(organization=globex, name="rival")
-    factories.project(organization=acme, name="payments")
-    backend_key = factories.virtual_key(team=backend, name="vk-backend")
-    return World(
-        acme,
-        globex,
-        backend,
-        ml,
-        rival,
-        backend_key,
-        factories.virtual_key(team=ml, name="vk-ml"),
-        factories.virtual_key(team=rival, name="vk-rival"),
-        factories.budget(owner=backend, amount_micros=100_000_000, period="month"),
-        factories.budget(owner=backend_key, amount_micros=10_000_000, period="month"),
-        factories.budget(owner=rival, amount_micros=50_000_000, period="month"),
+def world() -> BudgetedWorld:
+    base = two_organizations()
+    factories.project(organization=base.acme, name="payments")
+    return BudgetedWorld(
+        **vars(base),
+        team_budget=factories.budget(owner=base.backend, amount_micros=100_000_000, period="month"),
+        key_budget=factories.budget(
+            owner=base.backend_key, amount_micros=10_000_000, period="month"
+        ),
+        rival_budget=factories.budget(owner=base.rival, amount_micros=50_000_000, period="month"),
     )
 
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 from governance.models import Organization, Role, Team, VirtualKey
 from telemetry import rollups
 from tests import factories
-from tests.roles import member
+from tests.roles import World, member, two_organizations
 from tests.telemetry.usage_events import event, write
 
 pytestmark = pytest.mark.django_db
@@ -29,34 +29,17 @@ SPEND = "/dashboards/spend"
 
 
 @dataclass
-class World:
-    acme: Organization
-    globex: Organization
-    backend: Team
-    ml: Team
-    backend_key: VirtualKey
+class SpendingWorld(World):
+    """tests.roles.World with a sub-key of the backend key, and spend on every key."""
+
     sub_key: VirtualKey
-    ml_key: VirtualKey
-    rival_key: VirtualKey
 
 
 @pytest.fixture
-def world() -> World:
-    acme = factories.organization(name="acme")
-    globex = factories.organization(name="globex")
-    backend = factories.team(organization=acme, name="backend")
-    ml = factories.team(organization=acme, name="ml")
-    rival = factories.team(organization=globex, name="rival")
-    backend_key = factories.virtual_key(team=backend, name="vk-backend")
-    world = World(
-        acme,
-        globex,
-        backend,
-        ml,
-        backend_key,
-        factories.virtual_key(parent=backend_key, name="agent"),
-        factories.virtual_key(team=ml, name="vk-ml"),
-        factories.virtual_key(team=rival, name="vk-rival"),
+def world() -> SpendingWorld:
+    base = two_organizations()
+    world = SpendingWorld(
+        **vars(base), sub_key=factories.virtual_key(parent=base.backend_key, name="agent")
     )
     now = timezone.now()
     rows = []
