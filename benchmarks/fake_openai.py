@@ -24,7 +24,7 @@ CREATED = 1_764_201_600  # fixed: the bytes are built once
 COMPLETION_ID = "chatcmpl-bench-fake-upstream"
 # The Anthropic fake's turn in OpenAI's terms: prompt = input + cache write + cache read,
 # of which the cache read is cached.
-CACHED = 14_200
+CACHED = 1_420
 PROMPT_TOKENS = 12 + 310 + CACHED
 COMPLETION_TOKENS = 48
 HEADERS = (
