@@ -127,7 +127,7 @@ class ToolGrantRule:
     owner_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and frozen costs 3x to build
 class ModelDecision:
     model: str  # the model to serve, after tier overrides
     refusal: str = ""

@@ -20,7 +20,7 @@ _ZERO_TRACE_ID = "0" * 32
 _ZERO_SPAN_ID = "0" * 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and frozen costs 3x to build
 class Attribution:
     session_id: str = ""
     agent_id: str = ""

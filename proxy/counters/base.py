@@ -38,7 +38,7 @@ class RateCharge(NamedTuple):
     ttl_seconds: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request, and frozen costs 3x to build
 class AdmissionPlan:
     """Charges admitted together and settled together under one reservation id.
 
@@ -59,7 +59,7 @@ class AdmissionPlan:
 
     def __post_init__(self) -> None:
         if not self.reservation_id:
-            object.__setattr__(self, "reservation_id", secrets.token_hex(16))
+            self.reservation_id = secrets.token_hex(16)
 
 
 class Outcome(IntEnum):
@@ -69,8 +69,11 @@ class Outcome(IntEnum):
     RATE_LIMITED = 3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdmissionResult:
+    """What admission decided (not frozen: one is made per request, and a frozen dataclass's
+    __init__ costs several times as much)."""
+
     outcome: Outcome
     # Refused: which budget or rate charge failed, and its spent+reserved (micros) or count.
     # Admitted: the fullest enforced budget (highest share of its limit, -1 if none) and what

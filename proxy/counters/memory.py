@@ -21,7 +21,6 @@ from proxy.counters.base import (
     AdmissionPlan,
     AdmissionResult,
     Outcome,
-    RateCharge,
     RateKind,
 )
 
@@ -65,15 +64,6 @@ class MemoryCounterStore:
             return None
         return counter
 
-    def _rate(self, key: str, now: float) -> int:
-        entry = self._rates.get(key)
-        if entry is None:
-            return 0
-        if entry[1] <= now:
-            del self._rates[key]
-            return 0
-        return entry[0]
-
     def _sweep(self, now: float) -> None:
         """Forget ended windows and counters; amortised over SWEEP_SECONDS of admissions."""
         self._sweep_at = now + SWEEP_SECONDS
@@ -96,92 +86,114 @@ class MemoryCounterStore:
             if counter is not None:
                 counter.reserved = max(0, counter.reserved - micros)
         for key, taken in slots.items():
-            left = self._slots.get(key, 0) - taken
-            if left > 0:
-                self._slots[key] = left
-            else:
-                self._slots.pop(key, None)
+            self._free_slots(key, taken)
+
+    def _free_slots(self, key: str, taken: int) -> None:
+        left = self._slots.get(key, 0) - taken
+        if left > 0:
+            self._slots[key] = left
+        else:
+            self._slots.pop(key, None)
 
     async def admit(self, plan: AdmissionPlan) -> AdmissionResult:
+        # One pass per charge, helpers inlined and lookups reused between the check and the
+        # update: this runs for every request (benchmarks/README.md, "instructions").
         now = self._clock()
         if now >= self._sweep_at:
             self._sweep(now)
         records = self._records
         if records and next(iter(records.values())).expires <= now:
             self._reclaim(now)
+        budgets = self._budgets
         live: list[_Budget] = []
         missing: list[int] = []
         for index, charge in enumerate(plan.budgets):
-            counter = self._budget(charge.key, now)
+            counter = budgets.get(charge.key)
+            if counter is not None and counter.expires <= now:
+                del budgets[charge.key]
+                counter = None
             if counter is None:
                 missing.append(index)
             else:
                 live.append(counter)
         if missing:
             return AdmissionResult(Outcome.COUNTERS_MISSING, missing=tuple(missing))
-        fullest, fullest_used = -1, 0
-        for index, (charge, counter) in enumerate(zip(plan.budgets, live, strict=True)):
-            used = counter.settled + counter.reserved
-            if charge.enforce and used + charge.reserve_micros > charge.limit_micros:
+        fullest, fullest_used, fullest_limit = -1, 0, 0
+        for index, charge in enumerate(plan.budgets):
+            used = live[index].settled + live[index].reserved
+            if not charge.enforce:
+                continue
+            if used + charge.reserve_micros > charge.limit_micros:
                 return AdmissionResult(Outcome.BUDGET_EXHAUSTED, index=index, current=used)
-            if (
-                charge.enforce
-                and charge.limit_micros > 0
-                and (
-                    fullest < 0
-                    or used * plan.budgets[fullest].limit_micros
-                    > fullest_used * charge.limit_micros
-                )
+            if charge.limit_micros > 0 and (
+                fullest < 0 or used * fullest_limit > fullest_used * charge.limit_micros
             ):
-                fullest, fullest_used = index, used
+                fullest, fullest_used, fullest_limit = index, used, charge.limit_micros
+        windows = self._check_rates(plan, now)
+        if isinstance(windows, AdmissionResult):
+            return windows
+        self._reserve(plan, live, windows, now)
+        return AdmissionResult(Outcome.ADMITTED, fullest, fullest_used)
+
+    def _check_rates(
+        self, plan: AdmissionPlan, now: float
+    ) -> list[tuple[int, float] | None] | AdmissionResult:
+        """The live window of each rate charge (None: none yet, or a concurrency charge), or
+        the refusal of the first charge over its limit."""
+        rates, slots = self._rates, self._slots
+        windows: list[tuple[int, float] | None] = []
         for index, rate in enumerate(plan.rates):
-            refused = self._check_rate(index, rate, now)
-            if refused is not None:
-                return refused
-        self._reserve(plan, live, now)
-        return AdmissionResult(Outcome.ADMITTED, index=fullest, current=fullest_used)
+            if rate.kind == RateKind.CONCURRENT:
+                current = slots.get(rate.key, 0)
+                if current + rate.amount > rate.limit:
+                    return AdmissionResult(Outcome.RATE_LIMITED, index=index, current=current)
+                windows.append(None)
+                continue
+            window = rates.get(rate.key)
+            if window is not None and window[1] <= now:
+                del rates[rate.key]
+                window = None
+            current = 0 if window is None else window[0]
+            if rate.kind == RateKind.TOKENS:
+                over = current >= rate.limit
+            else:
+                over = current + rate.amount > rate.limit
+            if over:
+                retry_ms = 0 if window is None else max(0, int((window[1] - now) * 1000))
+                return AdmissionResult(
+                    Outcome.RATE_LIMITED, index=index, current=current, retry_after_ms=retry_ms
+                )
+            windows.append(window)
+        return windows
 
-    def _check_rate(self, index: int, rate: RateCharge, now: float) -> AdmissionResult | None:
-        if rate.kind == RateKind.CONCURRENT:
-            current = self._slots.get(rate.key, 0)
-            if current + rate.amount > rate.limit:
-                return AdmissionResult(Outcome.RATE_LIMITED, index=index, current=current)
-            return None
-        current = self._rate(rate.key, now)
-        if rate.kind == RateKind.TOKENS:
-            over = current >= rate.limit
-        else:
-            over = current + rate.amount > rate.limit
-        if not over:
-            return None
-        window = self._rates.get(rate.key)
-        retry_ms = 0 if window is None else max(0, int((window[1] - now) * 1000))
-        return AdmissionResult(
-            Outcome.RATE_LIMITED, index=index, current=current, retry_after_ms=retry_ms
-        )
-
-    def _reserve(self, plan: AdmissionPlan, counters: list[_Budget], now: float) -> None:
+    def _reserve(
+        self,
+        plan: AdmissionPlan,
+        counters: list[_Budget],
+        windows: list[tuple[int, float] | None],
+        now: float,
+    ) -> None:
+        expires = now + plan.reservation_ttl_seconds
         record = self._records.pop(plan.reservation_id, None)
         if record is None:
-            record = _Record(now + plan.reservation_ttl_seconds)
-        record.expires = now + plan.reservation_ttl_seconds
+            record = _Record(expires)
+        else:
+            record.expires = expires
+        held = record.budgets
         for charge, counter in zip(plan.budgets, counters, strict=True):
             if charge.reserve_micros:  # a zero reservation has nothing to release
                 counter.reserved += charge.reserve_micros
-                record.budgets[charge.key] = (
-                    record.budgets.get(charge.key, 0) + charge.reserve_micros
-                )
-        for rate in plan.rates:
+                held[charge.key] = held.get(charge.key, 0) + charge.reserve_micros
+        rates, slots = self._rates, self._slots
+        for rate, window in zip(plan.rates, windows, strict=True):
             if rate.kind == RateKind.CONCURRENT:
-                self._slots[rate.key] = self._slots.get(rate.key, 0) + rate.amount
+                slots[rate.key] = slots.get(rate.key, 0) + rate.amount
                 record.slots[rate.key] = record.slots.get(rate.key, 0) + rate.amount
-                continue
-            current = self._rate(rate.key, now)
-            window = self._rates.get(rate.key)
-            # A fixed window keeps the end its first request gave it.
-            window_end = now + rate.ttl_seconds if window is None else window[1]
-            self._rates[rate.key] = (current + rate.amount, window_end)
-        if record.budgets or record.slots:
+            elif window is None:
+                rates[rate.key] = (rate.amount, now + rate.ttl_seconds)
+            else:  # a fixed window keeps the end its first request gave it
+                rates[rate.key] = (window[0] + rate.amount, window[1])
+        if held or record.slots:
             self._records[plan.reservation_id] = record  # at the end: the latest expiry
 
     async def settle(
@@ -192,29 +204,33 @@ class MemoryCounterStore:
         # Reservations are released only if still held: not yet settled, not reclaimed after
         # expiry (one pass per budget: this runs once per request).
         held_budgets = record.budgets if record is not None else {}
+        budgets = self._budgets
         for charge in plan.budgets:
             held = held_budgets.pop(charge.key, 0)
-            counter = self._budget(charge.key, now)
-            if counter is not None:  # vanished: the next admission seeds it from the ledger
-                counter.settled += cost_micros
-                if held:
-                    counter.reserved = max(0, counter.reserved - held)
-        if record is not None:
-            held_slots: dict[str, int] = {}
-            for rate in plan.rates:
-                if release and rate.kind == RateKind.CONCURRENT and rate.key in record.slots:
-                    held_slots[rate.key] = record.slots.pop(rate.key)
-            if held_slots:
-                self._release({}, held_slots, now)
-            if not record.budgets and not record.slots:
-                del self._records[plan.reservation_id]
+            counter = budgets.get(charge.key)
+            if counter is None:
+                continue  # vanished: the next admission seeds it from the ledger
+            if counter.expires <= now:
+                del budgets[charge.key]
+                continue
+            counter.settled += cost_micros
+            if held:
+                counter.reserved = max(0, counter.reserved - held)
+        rates = self._rates
+        held_slots = record.slots if record is not None and release else {}
         for rate in plan.rates:
             if rate.kind == RateKind.TOKENS:
-                self._rate(rate.key, now)  # drops an ended window
-                window = self._rates.get(rate.key)
-                if window is not None:
-                    count = max(0, window[0] + tokens - rate.amount)
-                    self._rates[rate.key] = (count, window[1])
+                window = rates.get(rate.key)
+                if window is None:
+                    continue
+                if window[1] <= now:  # ended: dropped
+                    del rates[rate.key]
+                else:
+                    rates[rate.key] = (max(0, window[0] + tokens - rate.amount), window[1])
+            elif rate.kind == RateKind.CONCURRENT and rate.key in held_slots:
+                self._free_slots(rate.key, held_slots.pop(rate.key))
+        if record is not None and not record.budgets and not record.slots:
+            del self._records[plan.reservation_id]
 
     async def seed_budget(self, key: str, spent_micros: int, ttl_seconds: int) -> None:
         now = self._clock()
