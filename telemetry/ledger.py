@@ -183,9 +183,57 @@ def clean_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return {name: clean(event.get(name, _MISSING)) for name, clean in _CLEANERS}
 
 
-def _row(event: Mapping[str, Any], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
-    get = event.get
-    values = [clean(get(name, _MISSING)) for name, clean in _CLEANERS]
+Row = Callable[[Mapping[str, Any], Callable[[Any], Any]], tuple[Any, ...]]
+
+
+def _fits(field: Field[Any, Any], value: str) -> str:
+    """A Python condition, true when `value` (a variable name) must go through the field's
+    cleaner; for every other value the cleaner would return it unchanged."""
+    kind = field.get_internal_type()
+    if kind in ("CharField", "TextField"):
+        too_long = f" or len({value}) > {field.max_length}" if field.max_length else ""
+        return f"type({value}) is not str or not {value}.isprintable(){too_long}"
+    if kind in BaseDatabaseOperations.integer_field_ranges:
+        low, high = BaseDatabaseOperations.integer_field_ranges[kind]
+        check = f"type({value}) is not int or not {low} <= {value} <= {high}"
+        return f"{value} is not None and ({check})" if field.null else check
+    if kind == "BooleanField":
+        return f"type({value}) is not bool"
+    if kind == "DateTimeField":
+        return f"type({value}) is not datetime or {value}.tzinfo is None"
+    return "True"
+
+
+def _compile_row() -> Row:
+    """The event -> row function, generated from the columns the way dataclasses generate an
+    __init__: each value is checked inline and only one that does not fit its column goes
+    through the column's cleaner. A cleaner call per column was 41 Python calls per row on the
+    ledger writer's thread, which shares the interpreter with the event loop; tests check the
+    two give the same rows. A missing key reads as what its cleaner makes of a missing value.
+    """
+    namespace: dict[str, Any] = {"datetime": dt.datetime}
+    lines = ["def _row(event, adapt):", "    get = event.get"]
+    for index, (field, (name, clean)) in enumerate(zip(_FIELDS, _CLEANERS, strict=True)):
+        value = f"v{index}"
+        namespace[f"clean{index}"] = clean
+        namespace[f"missing{index}"] = clean(_MISSING)
+        lines.append(f"    {value} = get({name!r}, missing{index})")
+        lines.append(f"    if {_fits(field, value)}:")
+        lines.append(f"        {value} = clean{index}({value})")
+        if index in _DATETIME_INDEXES:
+            lines.append(f"    {value} = adapt({value})")
+    lines.append(f"    return ({', '.join(f'v{i}' for i in range(len(_FIELDS)))},)")
+    exec("\n".join(lines), namespace)  # noqa: S102 - names and numbers from model metadata
+    row: Row = namespace["_row"]
+    return row
+
+
+_row = _compile_row()
+
+
+def _row_by_cleaners(event: Mapping[str, Any], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """What _row computes, one cleaner call per column (the reference the tests compare to)."""
+    values = [clean(event.get(name, _MISSING)) for name, clean in _CLEANERS]
     for index in _DATETIME_INDEXES:
         values[index] = adapt(values[index])
     return tuple(values)

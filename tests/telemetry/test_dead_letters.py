@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,20 @@ def spool_dir(settings: Any, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def poisoned_cleaner(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """A cleaner that lets one row through with a value the database refuses (a negative
+def poisoned_row_builder(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """A row builder that lets one row through with a value the database refuses (a negative
     status breaks the column's CHECK). Returns the function that removes the cause."""
-    real = ledger._CLEANERS
+    real = ledger._row
+    status = list(ledger.clean_event({})).index("status")
 
-    def poison(name: str, clean: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        if name != "status":
-            return clean
-        return lambda value: -1 if value == POISON_STATUS else clean(value)
+    def poisoned(event: Mapping[str, Any], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
+        row = real(event, adapt)
+        if event.get("status") != POISON_STATUS:
+            return row
+        return (*row[:status], -1, *row[status + 1 :])
 
-    monkeypatch.setattr(ledger, "_CLEANERS", tuple((n, poison(n, c)) for n, c in real))
-    return lambda: monkeypatch.setattr(ledger, "_CLEANERS", real)
+    monkeypatch.setattr(ledger, "_row", poisoned)
+    return lambda: monkeypatch.setattr(ledger, "_row", real)
 
 
 def run_gateway_writer(spool_dir: Path, events: list[dict[str, Any]]) -> UsageBuffer:
@@ -86,7 +88,7 @@ def gauges() -> dict[str, float]:
 
 
 def test_a_refused_row_is_shown_and_written_by_a_retry_once_its_cause_is_gone(
-    admin_client: Client, spool_dir: Path, poisoned_cleaner: Callable[[], None]
+    admin_client: Client, spool_dir: Path, poisoned_row_builder: Callable[[], None]
 ) -> None:
     events = [event(n) for n in range(10)]
     bad = events[4] = event(4, status=POISON_STATUS)
@@ -110,7 +112,7 @@ def test_a_refused_row_is_shown_and_written_by_a_retry_once_its_cause_is_gone(
     assert "Still refused: 1" in still.content.decode()
     assert spool.backlog(spool_dir).dead == 1
 
-    poisoned_cleaner()  # the cause is gone
+    poisoned_row_builder()  # the cause is gone
     done = admin_client.post(reverse(PAGE), {"action": "retry", "all": "1"}, follow=True)
 
     assert "Written to the ledger: 1. Still refused: 0." in done.content.decode()

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from django.db import OperationalError, ProgrammingError, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from telemetry import ledger
 from telemetry.models import UsageRecord
@@ -120,6 +122,44 @@ def test_cleaning_coerces_each_value_to_its_column() -> None:
         "",
         "",
     )
+
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.text(max_size=300),  # control characters, surrogates and over-long values among them
+    st.binary(max_size=40),
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
+    st.sampled_from(["", "200", "3.7", "yes", "off", "2026-11-02T10:00:00"]),
+)
+
+
+def _typed(row: tuple[Any, ...]) -> list[tuple[type, Any]]:
+    return [(type(value), value) for value in row]  # True == 1, but not as a column value
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(ledger.LEDGER_FIELDS)), ANY_VALUE))
+def test_the_generated_row_builder_cleans_exactly_like_the_column_cleaners(
+    values: dict[str, Any],
+) -> None:
+    def adapt(value: Any) -> Any:
+        return value
+
+    assert _typed(ledger._row(values, adapt)) == _typed(ledger._row_by_cleaners(values, adapt))
+
+
+def test_the_generated_row_builder_keeps_a_well_formed_event_as_it_is() -> None:
+    well_formed = event(at("2026-11-02 10:00"), project_id=None, ttfb_ms=7, error_message="é" * 50)
+    columns = list(ledger.clean_event({}))  # the column order
+    row = dict(zip(columns, ledger._row(well_formed, lambda value: value), strict=True))
+
+    assert {name: row[name] for name in well_formed if name in row} == {
+        name: value for name, value in well_formed.items() if name in ledger.LEDGER_FIELDS
+    }
 
 
 def test_a_row_the_database_still_refuses_is_rejected_alone_and_the_rest_written() -> None:
