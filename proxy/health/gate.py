@@ -150,6 +150,9 @@ class DeploymentHealth:
         # In process, outcomes apply at once; any other store is written in the background.
         self._local = store if isinstance(store, MemoryHealthStore) else None
         self._cache = None if self._local is not None else _Cache(monotonic)
+        # In process too, a healthy deployment's successes are kept at most once a second,
+        # as on Redis: recording each one was a visible share of every request's CPU.
+        self._local_writes = _Cache(monotonic) if self._local is not None else None
         self._down_until = -1.0
         self._logged_at = -LOG_INTERVAL
         self._pending: set[asyncio.Task[None]] = set()
@@ -193,6 +196,12 @@ class DeploymentHealth:
         if self._cache is not None:  # won or lost, this worker's other requests skip it
             self._cache.remember([deployment], [State.PROBING])
         return won
+
+    def worth_recording(self, deployment: str, ok: bool) -> bool:
+        """False for an in-process success that would change nothing but the latency sample
+        (shared stores apply the same rule in `record`)."""
+        writes = self._local_writes
+        return writes is None or writes.worth_writing(deployment, ok)
 
     def record(self, deployment: str, attempt: Attempt) -> None:
         """Count an outcome without waiting: at once in process, in the background on Redis."""
@@ -273,14 +282,14 @@ class DeploymentHealth:
 class AttemptPlan:
     """One request's view of its route's health (module docstring)."""
 
-    __slots__ = ("_failed", "_health", "_started", "_states", "targets")
+    __slots__ = ("_failed", "_health", "_started_at", "_states", "targets")
 
     def __init__(
         self, health: DeploymentHealth, order: Sequence[RouteTarget], states: list[State] | None
     ) -> None:
         self._health = health
         self._states: dict[str, State] = {}
-        self._started: dict[int, float] = {}  # by id() of the target: no id string to build
+        self._started_at: float | None = None  # of the attempt under way (one at a time)
         self._failed: str | None = None
         self.targets: tuple[RouteTarget, ...] = tuple(order)
         if states is None or not any(states):  # fail open, or every deployment closed
@@ -316,7 +325,7 @@ class AttemptPlan:
         if self._failed is not None and self._failed != _id(target):
             observe.deployment_failover(self._failed)
         self._failed = None
-        self._started[id(target)] = time.perf_counter()
+        self._started_at = time.perf_counter()
 
     def record(
         self,
@@ -333,16 +342,32 @@ class AttemptPlan:
         answer). A failure's `retry_after` (seconds), or a `retry-after` / `retry-after-ms`
         in `headers`, cools the deployment down at least that long. `latency_ms` defaults to
         the time since `claim`."""
-        deployment = f"{target.provider.name}:{target.upstream_model}"  # _id(), inlined
-        started = self._started.pop(id(target), None)
         if latency_ms is None:
+            started, self._started_at = self._started_at, None
             latency_ms = 0 if started is None else int((time.perf_counter() - started) * 1000)
-        now = self._health.now()
+        self._record(target, ok, status, latency_ms, retry_after, headers=headers)
+
+    def _record(
+        self,
+        target: RouteTarget,
+        ok: bool,
+        status: int,
+        latency_ms: int,
+        retry_after: float | None,
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        provider, model = target.provider.name, target.upstream_model
+        observe.upstream_attempt(provider, model, status=status, ok=ok)
+        deployment = f"{provider}:{model}"  # _id(), inlined
+        health = self._health
+        self._failed = None if ok else deployment
+        if not health.worth_recording(deployment, ok):
+            return
+        now = health.now()
         if not ok and retry_after is None and headers:
             retry_after = retry_after_seconds(headers, now)
-        self._failed = None if ok else deployment
-        observe.upstream_attempt(target.provider.name, target.upstream_model, status=status, ok=ok)
-        self._health.record(deployment, Attempt(now, status, latency_ms, ok, retry_after))
+        health.record(deployment, Attempt(now, status, latency_ms, ok, retry_after))
 
     def __call__(
         self, target: RouteTarget, *, status: int, latency_ms: int, retry_after: float | None
@@ -350,13 +375,8 @@ class AttemptPlan:
         """`record` in the shape of an attempt observer (proxy/forwarding.py): the outcome is
         a failure when there was no answer (status 0) or the status fails over."""
         ok = status != 0 and status not in FAILURE_STATUSES
-        self.record(
-            target,
-            ok=ok,
-            status=status,
-            retry_after=None if ok else retry_after,
-            latency_ms=latency_ms,
-        )
+        self._started_at = None
+        self._record(target, ok, status, latency_ms, None if ok else retry_after)
 
 
 def _id(target: RouteTarget) -> str:
