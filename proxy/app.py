@@ -15,6 +15,7 @@ from proxy.mcp import endpoint as mcp_endpoint
 logger = logging.getLogger("gateway.proxy")
 Handler = Callable[[runtime.Runtime, Incoming, Receive, Send], Awaitable[None]]
 PREFIXES = ("/anthropic", "/openai", mcp_endpoint.PATH)
+_UNDER_PREFIXES = tuple(f"{prefix}/" for prefix in PREFIXES)
 
 ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/anthropic/v1/messages"): handlers.messages,
@@ -36,7 +37,7 @@ SESSION_PATHS = frozenset(path for _, path in SESSION_ROUTES)
 
 
 def handles(path: str) -> bool:
-    if any(path == prefix or path.startswith(prefix + "/") for prefix in PREFIXES):
+    if path.startswith(_UNDER_PREFIXES) or path in PREFIXES:  # every request: no generator
         return True
     prefix = hot.signin_path
     return path.startswith(prefix + "/") and path[len(prefix) :].rstrip("/") in SESSION_PATHS

@@ -294,7 +294,6 @@ class Names:
     key: str
 
 
-TOKEN_FIELDS = tuple((kind, f"{kind}_tokens") for kind in TOKEN_TYPES)
 _children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
 
@@ -307,32 +306,93 @@ def _child(metric: object, labels: tuple[str, ...]) -> Any:
     return child
 
 
+class _Cell:
+    """The children of one request cell (organization, team, key, model, provider), each made
+    on first use: a request finds them with one dict lookup instead of guarding its labels and
+    building a label tuple per series (about 3 µs of every request's CPU)."""
+
+    __slots__ = ("cost", "duration", "labels", "requests", "tokens", "ttfb", "upstream")
+
+    def __init__(self, labels: tuple[str, str, str, str, str]) -> None:
+        self.labels = labels
+        self.requests: dict[int, Any] = {}  # by status
+        self.tokens: list[Any] = [None] * len(TOKEN_TYPES)
+        self.cost: Any = None
+        route = (labels[4], labels[3])  # provider, model
+        self.duration = _child(DURATION, route)
+        self.ttfb: Any = None
+        self.upstream: Any = None
+
+    def request(self, status: int) -> Any:
+        child = self.requests.get(status)
+        if child is None:
+            child = self.requests[status] = _child(REQUESTS, (*self.labels, str(status)))
+        return child
+
+    def token(self, index: int) -> Any:
+        child = self.tokens[index]
+        if child is None:
+            child = self.tokens[index] = _child(TOKENS, (*self.labels, TOKEN_TYPES[index]))
+        return child
+
+
+_cells: dict[tuple[str, str, str, int | None, str, str], _Cell] = {}
+MAX_CELLS = 10_000
+TOKEN_FIELD_INDEXES = tuple((index, f"{kind}_tokens") for index, kind in enumerate(TOKEN_TYPES))
+
+
+def _cell(names: Names, key_id: int | None, model: str, provider: str) -> _Cell:
+    raw = (names.organization, names.team, names.key, key_id, model, provider)
+    cell = _cells.get(raw)
+    if cell is not None:
+        return cell
+    key = KEYS.label(key_id, names.key)
+    cell = _Cell((names.organization, names.team, key, MODELS(model), provider))
+    # A key labelled "other" may be named later (cardinality guard): only named cells are kept.
+    if key != OTHER and len(_cells) < MAX_CELLS:
+        _cells[raw] = cell
+    return cell
+
+
 def record_request(
     event: Mapping[str, Any], names: Names, *, total: float, overhead: float | None
 ) -> None:
     """Add one finished request (a usage event) to the metrics. Durations in seconds."""
-    model = MODELS(
-        event.get("served_model") or event.get("routed_model") or event.get("requested_model", "")
+    cell = _cell(
+        names,
+        event.get("key_id"),
+        event.get("served_model") or event.get("routed_model") or event.get("requested_model", ""),
+        event.get("provider") or "",
     )
-    provider = event.get("provider") or ""
-    key = KEYS.label(event.get("key_id"), names.key)
-    cell = (names.organization, names.team, key, model, provider)
     status = int(event.get("status") or 0)
-    _child(REQUESTS, (*cell, str(status))).inc()
-    for kind, field in TOKEN_FIELDS:
+    cell.request(status).inc()
+    for index, field in TOKEN_FIELD_INDEXES:
         count = event.get(field)
         if count:
-            _child(TOKENS, (*cell, kind)).inc(count)
+            cell.token(index).inc(count)
     cost_micros = event.get("cost_micros")
     if cost_micros:
-        _child(COST, cell).inc(cost_micros / 1_000_000)
+        if cell.cost is None:
+            cell.cost = _child(COST, cell.labels)
+        cell.cost.inc(cost_micros / 1_000_000)
     error_type = event.get("error_type") or ""
     if status >= 400 or error_type:
-        _child(ERRORS, (*cell, ERROR_TYPES(error_type or f"http_{status}"))).inc()
+        _child(ERRORS, (*cell.labels, ERROR_TYPES(error_type or f"http_{status}"))).inc()
     attempts = event.get("attempts") or 0
+    organization, team, _, model, provider = cell.labels
     if attempts > 1:
-        _child(FAILOVERS, (names.organization, names.team, model, provider)).inc(attempts - 1)
-    _record_timing(event, (provider, model), total=total, overhead=overhead)
+        _child(FAILOVERS, (organization, team, model, provider)).inc(attempts - 1)
+    cell.duration.observe(total)
+    ttfb_ms = event.get("ttfb_ms")
+    if ttfb_ms is not None:
+        if cell.ttfb is None:
+            cell.ttfb = _child(TTFB, (provider, model))
+        cell.ttfb.observe(ttfb_ms / 1000)
+    if overhead is not None:
+        OVERHEAD.observe(overhead)
+        if cell.upstream is None:
+            cell.upstream = _child(UPSTREAM, (provider, model))
+        cell.upstream.observe(max(total - overhead, 0.0))
 
 
 def record_tool_call(event: Mapping[str, Any], names: Names, *, total: float) -> None:
@@ -378,18 +438,6 @@ def record_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:
 def record_deployment_event(event: str, provider: str, model: str) -> None:
     """A failover from, a skip of, or a cooldown of a deployment (DEPLOYMENT_EVENTS)."""
     _child(DEPLOYMENT_EVENTS[event], (provider, MODELS(model))).inc()
-
-
-def _record_timing(
-    event: Mapping[str, Any], route: tuple[str, str], *, total: float, overhead: float | None
-) -> None:
-    _child(DURATION, route).observe(total)
-    ttfb_ms = event.get("ttfb_ms")
-    if ttfb_ms is not None:
-        _child(TTFB, route).observe(ttfb_ms / 1000)
-    if overhead is not None:
-        OVERHEAD.observe(overhead)
-        _child(UPSTREAM, route).observe(max(total - overhead, 0.0))
 
 
 # --- usage backlog (scrape time) -------------------------------------------------------------

@@ -55,7 +55,7 @@ def _observe(
     names = _names(policy)
     overhead = None if forwarded_at is None else forwarded_at - started
     metrics.record_request(event, names, total=total, overhead=overhead)
-    if forwarded_at is None:
+    if forwarded_at is None or not otel.active():
         return
     provider_name = event.get("provider") or ""
     target = next((t for t in targets if t.provider.name == provider_name), None)
@@ -90,9 +90,22 @@ def tool_call_finished(event: Mapping[str, Any], policy: KeyPolicy, *, started: 
         _log_failure()
 
 
+# Policy snapshots are shared by a key's requests until the next reload: their display names
+# are made once per snapshot (the cached policy is held, so its id is not reused meanwhile).
+_names_by_policy: dict[int, tuple[KeyPolicy, metrics.Names]] = {}
+MAX_NAMED_POLICIES = 10_000
+
+
 def _names(policy: KeyPolicy) -> metrics.Names:
+    cached = _names_by_policy.get(id(policy))
+    if cached is not None and cached[0] is policy:
+        return cached[1]
     key = f"{policy.parent_name}/{policy.key_name}" if policy.parent_name else policy.key_name
-    return metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
+    names = metrics.Names(organization=policy.organization_name, team=policy.team_name, key=key)
+    if len(_names_by_policy) >= MAX_NAMED_POLICIES:
+        _names_by_policy.clear()
+    _names_by_policy[id(policy)] = (policy, names)
+    return names
 
 
 def upstream_attempt(provider: str, model: str, *, status: int, ok: bool) -> None:

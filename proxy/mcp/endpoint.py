@@ -25,6 +25,7 @@ from proxy.records import new_request_id
 from proxy.runtime import Runtime
 
 PATH = "/mcp"
+_UNDER_PATH = f"{PATH}/"
 ROUTE = "mcp"
 # JSON-RPC codes for refusals before any message is read (the server-defined range).
 UNAUTHORIZED = -32001
@@ -32,7 +33,7 @@ REFUSED = -32000
 
 
 def handles(path: str) -> bool:
-    return path == PATH or path.startswith(PATH + "/")
+    return path == PATH or path.startswith(_UNDER_PATH)
 
 
 async def serve(
