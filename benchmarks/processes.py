@@ -80,9 +80,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def manage(env: dict[str, str], *args: str) -> str:
+def _run_python(env: dict[str, str], script: Path, *args: str) -> str:
+    """Run a Python script of the project to its end; its stdout, or an error with its output."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
+        [sys.executable, str(script), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -90,22 +91,17 @@ def manage(env: dict[str, str], *args: str) -> str:
         check=False,
     )
     if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout
 
 
+def manage(env: dict[str, str], *args: str) -> str:
+    return _run_python(env, ROOT / "manage.py", *args)
+
+
 def seed_script(env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(HERE / "seed.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"seed.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    output = _run_python(env, HERE / "seed.py", *args)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
 

@@ -34,7 +34,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import machine as machine_info
+from processes import manage
 
 if TYPE_CHECKING:
     import spend_pages
@@ -201,16 +201,7 @@ def ensure_postgresql_database(url: str) -> None:
 
 
 def migrate(env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py migrate failed:\n{done.stdout}\n{done.stderr}")
+    manage(env, "migrate", "--noinput", "-v", "0")
 
 
 def machine() -> dict[str, Any]:
