@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from gatewaysite import health, static_serving
 from governance.api.permissions import CanReadSchema
 from governance.identity import views as identity_views
-from telemetry import metrics
+from telemetry import exposition
 from telemetry.dashboards import selfservice
 
 admin.site.site_header = "Claude gateway"
@@ -47,7 +47,7 @@ urlpatterns = [
     ),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics", exposition.metrics_view, name="metrics"),
     path("", include("telemetry.urls")),  # /logs and /dashboards/
 ]
 

@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 
 from governance.models import AuditEvent
 from governance.services import common
-from telemetry import audit_watch, channels, metrics, scheduler
+from telemetry import audit_watch, channels, exposition, scheduler
 from telemetry.models import AlertChannel
 from tests import factories
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -60,7 +60,7 @@ def run(name: str) -> scheduler.Outcome:
 
 
 def gauge(name: str) -> float | None:
-    text = generate_latest(metrics.scrape_registry()).decode()
+    text = generate_latest(exposition.scrape_registry()).decode()
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])

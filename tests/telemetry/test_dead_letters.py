@@ -16,7 +16,7 @@ from django.urls import reverse
 from prometheus_client import generate_latest
 
 from proxy.usage import UsageBuffer
-from telemetry import dead_letters, ledger, metrics, spool
+from telemetry import dead_letters, exposition, ledger, spool
 from telemetry.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the writer thread has its own connection
@@ -78,7 +78,7 @@ def run_gateway_writer(spool_dir: Path, events: list[dict[str, Any]]) -> UsageBu
 
 
 def gauges() -> dict[str, float]:
-    text = generate_latest(metrics.scrape_registry()).decode()
+    text = generate_latest(exposition.scrape_registry()).decode()
     wanted = ("gateway_usage_spooled_events", "gateway_usage_dead_letter_events")
     return {
         name: float(value)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from governance.actors import Actor
 from governance.models import Deployment
 from governance.services import common
-from telemetry import budget_gauges, ledger, metrics, periods
+from telemetry import budget_gauges, exposition, ledger, metrics, periods
 from telemetry.models import BudgetPeriodRecord, SpendRollup
 from tests import factories
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
@@ -113,7 +113,7 @@ def test_a_finished_request_adds_its_tokens_cost_and_timings(fresh_key_guard):
         "provider": "anthropic-direct",
     }
     metrics.record_request(event(), names, total=1.5, overhead=0.002)
-    text = generate_latest(metrics.scrape_registry()).decode()
+    text = generate_latest(exposition.scrape_registry()).decode()
     assert scrape(text, "gateway_requests_total", **cell, status="200") == 1
     assert scrape(text, "gateway_tokens_total", **cell, type="input") == 100
     assert scrape(text, "gateway_tokens_total", **cell, type="cache_read") == 1000
@@ -138,7 +138,7 @@ def test_errors_are_counted_by_type_and_failovers_by_extra_attempt(fresh_key_gua
         total=0.01,
         overhead=None,
     )
-    text = generate_latest(metrics.scrape_registry()).decode()
+    text = generate_latest(exposition.scrape_registry()).decode()
     org = {"organization": "unit-org-b"}
     assert scrape(text, "gateway_errors_total", **org, error_type="overloaded_error") == 1
     assert scrape(text, "gateway_errors_total", **org, error_type="billing_error") == 1
