@@ -48,11 +48,15 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 @contextlib.contextmanager
 def started(
-    command: list[str], env: dict[str, str], log: Path, stop_timeout: float = 20.0
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    stop_timeout: float = 20.0,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a subprocess for the duration of the block; stop it gracefully, then firmly."""
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=sink, stderr=sink)
         try:
             yield process
         finally:
@@ -80,11 +84,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _run_python(env: dict[str, str], script: Path, *args: str) -> str:
+def _run_python(env: dict[str, str], script: Path, *args: str, cwd: Path = ROOT) -> str:
     """Run a Python script of the project to its end; its stdout, or an error with its output."""
     done = subprocess.run(
         [sys.executable, str(script), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -95,12 +99,15 @@ def _run_python(env: dict[str, str], script: Path, *args: str) -> str:
     return done.stdout
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    return _run_python(env, ROOT / "manage.py", *args)
+def manage(env: dict[str, str], *args: str, tree: Path = ROOT) -> str:
+    """manage.py of `tree` (this checkout unless given)."""
+    return _run_python(env, tree / "manage.py", *args, cwd=tree)
 
 
-def seed_script(env: dict[str, str], *args: str) -> dict[str, Any]:
-    output = _run_python(env, HERE / "seed.py", *args)
+def seed_script(env: dict[str, str], *args: str, tree: Path = ROOT) -> dict[str, Any]:
+    """This checkout's seed.py, run against the code and models of `tree` (BENCH_TREE)."""
+    env = {**env, "BENCH_TREE": str(tree)}
+    output = _run_python(env, HERE / "seed.py", *args, cwd=tree)
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
