@@ -51,13 +51,6 @@ USAGE_OPTIONAL_KINDS = frozenset({"openai", "openai-compatible"})
 CHARS_PER_TOKEN_ESTIMATE = 4
 
 
-async def _watch_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 def prepare_session(body: bytes) -> Prepared:
     """A signed-in Claude Code session's request: Anthropic, answered with budget signals."""
     prepared = prepare_anthropic(body)
@@ -206,7 +199,7 @@ async def _forward_messages(
     )
     disconnected = False
     try:
-        disconnected = await run_until_disconnect(work, _watch_disconnect(receive))
+        disconnected = await run_until_disconnect(work, receive)
     except GatewayError as failure:
         outcome.status, outcome.error_type = failure.status, failure.error_type
         outcome.error_message = outcome.error_message or failure.message
