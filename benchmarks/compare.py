@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,7 @@ def parse_args() -> argparse.Namespace:
         help="pairs of gateway processes started one after the other, sharing the rounds",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args()
     if not (args.baseline / "gatewaysite" / "asgi.py").is_file():
         parser.error(f"{args.baseline} is not a checkout of the gateway (no gatewaysite/asgi.py)")
@@ -218,7 +220,7 @@ def main() -> int:
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     trees = [Tree("base", args.baseline.resolve()), Tree("new", ROOT)]
     top = Path(tempfile.mkdtemp(prefix="gw-compare-"))
-    print(f"logs and databases in {top}", flush=True)
+    print(f"logs and databases in {top} (removed at the end unless --keep)", flush=True)
     with contextlib.ExitStack() as stack:
         upstream_port = start_fake(stack, ANTHROPIC, bench_env(top), top, pin)
         envs = {}
@@ -242,7 +244,12 @@ def main() -> int:
                 time.sleep(1.0)
                 asyncio.run(alternate(trees, upstream_port, args, rounds))
     report(trees, args)
-    return 0
+    errors = sum(b.errors for t in trees for b in t.bursts)
+    if args.keep or errors:
+        print(f"kept {top}")
+    else:
+        shutil.rmtree(top, ignore_errors=True)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
