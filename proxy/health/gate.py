@@ -78,7 +78,8 @@ def from_settings() -> DeploymentHealth:
 
 
 class _Cache:
-    """What this worker knows of a shared (Redis) store, so most requests read nothing.
+    """What this worker knows of a shared (Redis) store, so most requests read nothing; in
+    process, only its write rule is used.
 
     A deployment's state is re-read at most every READ_SECONDS: another worker's trip or
     recovery reaches this one that much later, and this worker's own transitions at once. A
@@ -150,9 +151,9 @@ class DeploymentHealth:
         # In process, outcomes apply at once; any other store is written in the background.
         self._local = store if isinstance(store, MemoryHealthStore) else None
         self._cache = None if self._local is not None else _Cache(monotonic)
-        # In process too, a healthy deployment's successes are kept at most once a second,
-        # as on Redis: recording each one was a visible share of every request's CPU.
-        self._local_writes = _Cache(monotonic) if self._local is not None else None
+        # Which outcomes are recorded: _Cache's write rule, in process as on Redis (recording
+        # every success was a visible share of each request's CPU in process too).
+        self._writes = self._cache if self._cache is not None else _Cache(monotonic)
         self._down_until = -1.0
         self._logged_at = -LOG_INTERVAL
         self._pending: set[asyncio.Task[None]] = set()
@@ -198,13 +199,12 @@ class DeploymentHealth:
         return won
 
     def worth_recording(self, deployment: str, ok: bool) -> bool:
-        """False for an in-process success that would change nothing but the latency sample
-        (shared stores apply the same rule in `record`)."""
-        writes = self._local_writes
-        return writes is None or writes.worth_writing(deployment, ok)
+        """False for a success that would change nothing but the latency sample (_Cache)."""
+        return self._writes.worth_writing(deployment, ok)
 
     def record(self, deployment: str, attempt: Attempt) -> None:
-        """Count an outcome without waiting: at once in process, in the background on Redis."""
+        """Count an outcome without waiting: at once in process, in the background on Redis.
+        Callers ask `worth_recording` first."""
         if self._local is not None:
             try:
                 transition, cooldown = self._local.record_now(deployment, attempt)
@@ -213,11 +213,8 @@ class DeploymentHealth:
                 return
             self._recorded(deployment, attempt, transition, cooldown)
             return
-        cache = self._cache
         if self._monotonic() < self._down_until or len(self._pending) >= MAX_PENDING_RECORDS:
             return  # advisory state: losing an outcome is better than queueing without bound
-        if cache is not None and not cache.worth_writing(deployment, attempt.ok):
-            return
         task = asyncio.get_running_loop().create_task(self._record(deployment, attempt))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
