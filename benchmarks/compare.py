@@ -165,7 +165,8 @@ async def alternate(
         )
 
 
-def report(trees: list[Tree], args: argparse.Namespace) -> None:
+def report(trees: list[Tree], args: argparse.Namespace) -> int:
+    """Print the comparison; returns the number of failed requests."""
     base, new = trees
     print()
     print(
@@ -194,6 +195,7 @@ def report(trees: list[Tree], args: argparse.Namespace) -> None:
     errors = sum(b.errors for t in trees for b in t.bursts)
     print(f"new used less CPU per request than base in {cheaper} of {args.rounds} rounds")
     print(f"errors: {errors}")
+    return errors
 
 
 def start_gateways(
@@ -243,8 +245,7 @@ def main() -> int:
                 start_gateways(servers, trees, envs, pin)
                 time.sleep(1.0)
                 asyncio.run(alternate(trees, upstream_port, args, rounds))
-    report(trees, args)
-    errors = sum(b.errors for t in trees for b in t.bursts)
+    errors = report(trees, args)
     if args.keep or errors:
         print(f"kept {top}")
     else:
