@@ -82,6 +82,7 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
     request.request_id = records.new_request_id()
     handler = _route(request.method, request.path)
     responder = _Responder(send)
+    rt.requests_in_flight += 1
     try:
         if mcp_endpoint.handles(request.path):  # JSON-RPC, answered through the MCP SDK
             await mcp_endpoint.serve(rt, scope, request, receive, responder)
@@ -106,6 +107,8 @@ async def proxy_app(scope: Scope, receive: Receive, send: Send) -> None:
                 request,
                 GatewayError(500, "api_error", "The gateway failed to handle this request."),
             )
+    finally:
+        rt.requests_in_flight -= 1
 
 
 async def _send_error(send: Send, request: Incoming, error: GatewayError) -> None:

@@ -159,6 +159,18 @@ async def _govern_tools(runtime: Runtime, policy: KeyPolicy, prepared: Prepared)
     return Prepared(parsed, orjson.dumps(parsed), prepared.shape)
 
 
+async def take_turns(runtime: Runtime) -> None:
+    """With other requests in flight, let the loop run them before this one goes on.
+
+    Called after admission (before forwarding) and after the answer (before the bookkeeping):
+    the loop then runs each stage for several requests in a row, which costs less CPU per
+    request than running each request from start to end (c=10: 0.87 of it, benchmarks/README.md).
+    Alone, a request never waits.
+    """
+    if runtime.requests_in_flight > 1:
+        await asyncio.sleep(0)
+
+
 async def _forward_messages(
     runtime: Runtime,
     request: Incoming,
@@ -182,24 +194,29 @@ async def _forward_messages(
         subscription_token=admitted.subscription_token,
     )
     outcome = RelayOutcome()
-    # Deployments cooling down go last (all of them: still tried); one request probes each.
-    health = await runtime.health.plan(admitted.order)
-    work = forward(
-        providers=runtime.providers,
-        order=health.targets,
-        call=call,
-        send=send,
-        request_id=request.request_id,
-        extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
-        outcome=outcome,
-        before_attempt=failover_admission(runtime, policy, admitted),
-        shape=prepared.shape,
-        observer=health,
-        limits=runtime.failover_limits,
-    )
-    disconnected = False
+    disconnected = relayed = False
+    ended: float | None = None
     try:
+        await take_turns(runtime)
+        forwarded_at = time.perf_counter()
+        # Deployments cooling down go last (all of them: still tried); one request probes each.
+        health = await runtime.health.plan(admitted.order)
+        work = forward(
+            providers=runtime.providers,
+            order=health.targets,
+            call=call,
+            send=send,
+            request_id=request.request_id,
+            extra_headers=[(b"x-gateway-request-id", request.request_id.encode())],
+            outcome=outcome,
+            before_attempt=failover_admission(runtime, policy, admitted),
+            shape=prepared.shape,
+            observer=health,
+            limits=runtime.failover_limits,
+        )
         disconnected = await run_until_disconnect(work, receive)
+        relayed, ended = True, time.perf_counter()
+        await take_turns(runtime)
     except GatewayError as failure:
         outcome.status, outcome.error_type = failure.status, failure.error_type
         outcome.error_message = outcome.error_message or failure.message
@@ -209,16 +226,31 @@ async def _forward_messages(
         outcome.error_message = f"gateway error: {type(exc).__name__}"
         raise
     except asyncio.CancelledError:
-        # The server is shutting down and its drain time is over: the answer is cut short.
-        outcome.error_type = outcome.error_type or "api_error"
-        outcome.error_message = "cut short: the gateway shut down before the answer ended"
+        # The server is shutting down and its drain time is over: the answer is cut short
+        # (unless it was all sent and only its bookkeeping was waiting).
+        if not relayed:
+            outcome.error_type = outcome.error_type or "api_error"
+            outcome.error_message = "cut short: the gateway shut down before the answer ended"
         raise
     finally:
+        ended = ended or time.perf_counter()
         await _finish(
-            runtime, event, policy, admitted, outcome, started=started, disconnected=disconnected
+            runtime,
+            event,
+            policy,
+            admitted,
+            outcome,
+            started=started,
+            ended=ended,
+            disconnected=disconnected,
         )
         observe.request_finished(
-            event, policy, started=started, forwarded_at=forwarded_at, targets=admitted.order
+            event,
+            policy,
+            started=started,
+            ended=ended,
+            forwarded_at=forwarded_at,
+            targets=admitted.order,
         )
 
 
@@ -240,6 +272,7 @@ async def _finish(
     outcome: RelayOutcome,
     *,
     started: float,
+    ended: float,
     disconnected: bool,
 ) -> None:
     """Meter, hand the usage event to the ledger writer, then settle the reservation.
@@ -286,7 +319,7 @@ async def _finish(
             cache_write_1h_tokens=usage.cache_write_1h_tokens,
             cost_micros=cost,
             cost_estimated=estimated,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=int((ended - started) * 1000),
             ttfb_ms=(
                 int((outcome.first_byte_at - started) * 1000)
                 if outcome.first_byte_at is not None

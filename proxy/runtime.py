@@ -185,6 +185,7 @@ class Runtime:
         )
         self.trusted_proxies = TrustedProxies(settings.GATEWAY_TRUSTED_PROXIES)
         self.inflight_bytes = InflightBytes(settings.GATEWAY_MAX_INFLIGHT_BODY_BYTES)
+        self.requests_in_flight = 0  # proxy routes being served by this worker now
         self.seed_budget = _ledger_spend
         self.pending_releases = PendingReleases(self.store)
         self.health = health_gate.from_settings()

@@ -28,18 +28,22 @@ def request_finished(
     policy: KeyPolicy,
     *,
     started: float,
+    ended: float | None = None,
     forwarded_at: float | None = None,
     targets: Sequence[RouteTarget] = (),
 ) -> None:
     """Record a finished request: the usage event as written to the ledger, its key's policy.
 
-    `started` is the handler's time.perf_counter() at arrival; `forwarded_at` the same clock
-    when admission was done and the first upstream attempt began (None for a request refused
-    before that: it gets metrics but no span). `targets` are the route's deployments, which
-    tell the provider's kind and address.
+    `started` is the handler's time.perf_counter() at arrival, `ended` the same clock when the
+    answer's last byte was sent (None: now); `forwarded_at` the same clock when admission was
+    done and the first upstream attempt began (None for a request refused before that: it gets
+    metrics but no span). `targets` are the route's deployments, which tell the provider's kind
+    and address.
     """
     try:
-        _observe(event, policy, started, forwarded_at, targets)
+        total = (ended or time.perf_counter()) - started
+        overhead = None if forwarded_at is None else forwarded_at - started
+        _observe(event, policy, total, overhead, targets)
     except Exception:
         _log_failure()
 
@@ -47,15 +51,13 @@ def request_finished(
 def _observe(
     event: Mapping[str, Any],
     policy: KeyPolicy,
-    started: float,
-    forwarded_at: float | None,
+    total: float,
+    overhead: float | None,
     targets: Sequence[RouteTarget],
 ) -> None:
-    total = time.perf_counter() - started
     names = _names(policy)
-    overhead = None if forwarded_at is None else forwarded_at - started
     metrics.record_request(event, names, total=total, overhead=overhead)
-    if forwarded_at is None or not otel.active():
+    if overhead is None or not otel.active():
         return
     provider_name = event.get("provider") or ""
     target = next((t for t in targets if t.provider.name == provider_name), None)

@@ -1,0 +1,138 @@
+"""Requests in flight together take turns (proxy/messages.py `take_turns`), through a real
+gateway: each is admitted before any of them is forwarded, the worker's count of requests in
+flight always comes back to zero, and a request stopped while it waits for its turn still gets
+its ledger row with what really happened to it."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy import auth, budgeting, forwarding, messages
+from telemetry.models import UsageRecord
+from tests.proxy.conftest import GatewayServer, Governed, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def post(gateway: GatewayServer, secret: str, path: str = "/v1/messages") -> httpx.Response:
+    return httpx.post(
+        gateway.anthropic_url + path, json=BODY, headers={"x-api-key": secret}, timeout=10
+    )
+
+
+def row_of(response: httpx.Response) -> UsageRecord:
+    request_id = response.headers["x-gateway-request-id"]
+    wait_for(lambda: UsageRecord.objects.filter(request_id=request_id).exists())
+    return UsageRecord.objects.get(request_id=request_id)
+
+
+def test_requests_in_flight_together_are_all_admitted_before_any_is_forwarded(
+    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages: list[str] = []
+    arrived: list[str] = []
+    together = asyncio.Event()  # bound to the gateway's loop when first awaited there
+
+    async def authenticate_together(runtime: Any, request: Any) -> Any:
+        # Both requests go on from here in the same loop turn, as requests arriving together.
+        policy = await auth.authenticate(runtime, request)
+        arrived.append(request.request_id)
+        if len(arrived) == 2:
+            together.set()
+        await asyncio.wait_for(together.wait(), 5)
+        return policy
+
+    async def admit(*args: Any, **kwargs: Any) -> Any:
+        admitted = await budgeting.admit_request(*args, **kwargs)
+        stages.append("admitted")
+        return admitted
+
+    def forward(**kwargs: Any) -> Any:
+        stages.append("forwarded")
+        return forwarding.forward(**kwargs)
+
+    monkeypatch.setattr(messages, "authenticate", authenticate_together)
+    monkeypatch.setattr(messages, "admit_request", admit)
+    monkeypatch.setattr(messages, "forward", forward)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda _: post(gateway, governed.secret), range(2)))
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert stages == ["admitted", "admitted", "forwarded", "forwarded"]
+    assert {row_of(answer).status for answer in answers} == {200}
+
+
+def test_the_count_of_requests_in_flight_comes_back_to_zero(
+    gateway: GatewayServer, governed: Governed
+) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda call: call(),
+                [
+                    lambda: post(gateway, governed.secret),
+                    lambda: post(gateway, governed.secret),
+                    lambda: post(gateway, "sk-gw-not-a-key-of-this-gateway"),
+                    lambda: post(gateway, governed.secret, path="/v1/no-such-route"),
+                ],
+            )
+        )
+
+    assert sorted(answer.status_code for answer in answers) == [200, 200, 401, 404]
+    wait_for(lambda: gateway.runtime.requests_in_flight == 0)
+
+
+class StopAtTurn:
+    """take_turns that stops the request (as the server's shutdown would) at turn `stop_at`:
+    1 before forwarding, 2 after the answer was sent, before the bookkeeping."""
+
+    def __init__(self, stop_at: int) -> None:
+        self.stop_at = stop_at
+        self.turns = 0
+
+    async def __call__(self, runtime: Any) -> None:
+        self.turns += 1
+        if self.turns == self.stop_at:
+            raise asyncio.CancelledError
+
+
+def test_a_request_stopped_after_its_answer_keeps_a_ledger_row_as_answered(
+    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages, "take_turns", StopAtTurn(2))
+
+    answer = post(gateway, governed.secret)
+
+    assert answer.status_code == 200
+    assert answer.json()["type"] == "message"
+    row = row_of(answer)
+    assert (row.status, row.error_type, row.error_message) == (200, "", "")
+    assert row.output_tokens > 0 and row.cost_micros > 0
+
+
+def test_a_request_stopped_before_it_is_forwarded_keeps_a_ledger_row_as_cut_short(
+    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages, "take_turns", StopAtTurn(1))
+
+    answer = post(gateway, governed.secret)
+
+    assert answer.status_code == 500  # uvicorn's answer to an application that stopped early
+    wait_for(UsageRecord.objects.exists)
+    [row] = UsageRecord.objects.all()
+    assert row.error_type == "api_error"
+    assert row.error_message.startswith("cut short")
+    assert (row.output_tokens, row.cost_micros) == (0, 0)
+    wait_for(lambda: gateway.runtime.requests_in_flight == 0)
