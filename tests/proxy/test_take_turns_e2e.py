@@ -1,7 +1,8 @@
 """Requests in flight together take turns (proxy/messages.py `take_turns`), through a real
-gateway: each is admitted before any of them is forwarded, the worker's count of requests in
-flight always comes back to zero, and a request stopped while it waits for its turn still gets
-its ledger row with what really happened to it."""
+gateway: from TAKE_TURNS_FROM requests in flight on, each is admitted before any of them is
+forwarded (below it each goes on at once), the worker's count of requests in flight always
+comes back to zero, and a request stopped while it waits for its turn still gets its ledger row
+with what really happened to it."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ def row_of(response: httpx.Response) -> UsageRecord:
     return UsageRecord.objects.get(request_id=request_id)
 
 
-def test_requests_in_flight_together_are_all_admitted_before_any_is_forwarded(
+def two_requests_at_once(
     gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> list[str]:
+    """Two requests admitted in the same loop turn; the order in which the gateway admitted
+    and forwarded them."""
     stages: list[str] = []
     arrived: list[str] = []
     together = asyncio.Event()  # bound to the gateway's loop when first awaited there
@@ -68,8 +71,28 @@ def test_requests_in_flight_together_are_all_admitted_before_any_is_forwarded(
         answers = list(pool.map(lambda _: post(gateway, governed.secret), range(2)))
 
     assert [answer.status_code for answer in answers] == [200, 200]
-    assert stages == ["admitted", "admitted", "forwarded", "forwarded"]
     assert {row_of(answer).status for answer in answers} == {200}
+    return stages
+
+
+def test_enough_requests_in_flight_are_all_admitted_before_any_is_forwarded(
+    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages, "TAKE_TURNS_FROM", 2)
+
+    stages = two_requests_at_once(gateway, governed, monkeypatch)
+
+    assert stages == ["admitted", "admitted", "forwarded", "forwarded"]
+
+
+def test_fewer_requests_in_flight_than_the_threshold_go_on_without_waiting(
+    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages, "TAKE_TURNS_FROM", 3)
+
+    stages = two_requests_at_once(gateway, governed, monkeypatch)
+
+    assert stages == ["admitted", "forwarded", "admitted", "forwarded"]
 
 
 def test_the_count_of_requests_in_flight_comes_back_to_zero(
