@@ -283,6 +283,23 @@ def test_a_settlement_error_of_any_kind_keeps_the_ledger_row(gateway, governed, 
     assert row.status == 200 and row.cost_micros > 0
 
 
+def test_a_failing_health_read_before_forwarding_keeps_the_ledger_row(
+    gateway, governed, monkeypatch
+):
+    """Admitted, then failing before the first attempt: answered 500, recorded, not lost."""
+
+    async def broken_plan(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected health store failure")
+
+    monkeypatch.setattr(gateway.runtime.health, "plan", broken_plan)
+    response = post(gateway, governed.secret)
+
+    assert response.status_code == 500
+    row = row_of(response)
+    assert (row.status, row.error_type) == (500, "api_error")
+    assert row.cost_micros == 0
+
+
 # --- item 8: abuse ----------------------------------------------------------------------------
 
 
