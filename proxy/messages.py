@@ -188,7 +188,6 @@ async def _forward_messages(
     admitted: Admitted,
     started: float,
 ) -> None:
-    forwarded_at = time.perf_counter()
     call = UpstreamCall(
         path="/v1/messages",
         query=request.query if prepared.shape is None else "",
@@ -200,6 +199,7 @@ async def _forward_messages(
     )
     outcome = RelayOutcome()
     disconnected = relayed = False
+    forwarded_at: float | None = None  # stopped before its turn: never forwarded
     ended: float | None = None
     try:
         await take_turns(runtime)
