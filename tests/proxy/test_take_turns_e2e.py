@@ -10,32 +10,14 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 
 from proxy import budgeting, forwarding, messages
 from telemetry.models import UsageRecord
 from tests.proxy.conftest import GatewayServer, Governed, wait_for
+from tests.proxy.test_hardening_e2e import post, row_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-BODY = {
-    "model": "claude-sonnet-4-6",
-    "max_tokens": 10,
-    "messages": [{"role": "user", "content": "hi"}],
-}
-
-
-def post(gateway: GatewayServer, secret: str, path: str = "/v1/messages") -> httpx.Response:
-    return httpx.post(
-        gateway.anthropic_url + path, json=BODY, headers={"x-api-key": secret}, timeout=10
-    )
-
-
-def row_of(response: httpx.Response) -> UsageRecord:
-    request_id = response.headers["x-gateway-request-id"]
-    wait_for(lambda: UsageRecord.objects.filter(request_id=request_id).exists())
-    return UsageRecord.objects.get(request_id=request_id)
 
 
 def two_requests_at_once(
@@ -75,24 +57,27 @@ def two_requests_at_once(
     return stages
 
 
-def test_enough_requests_in_flight_are_all_admitted_before_any_is_forwarded(
-    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("take_turns_from", "expected"),
+    [
+        # Enough requests in flight: both are admitted before either is forwarded.
+        (2, ["admitted", "admitted", "forwarded", "forwarded"]),
+        # Fewer than the threshold: each goes on at once.
+        (3, ["admitted", "forwarded", "admitted", "forwarded"]),
+    ],
+)
+def test_requests_in_flight_take_turns_from_the_threshold_on(
+    gateway: GatewayServer,
+    governed: Governed,
+    monkeypatch: pytest.MonkeyPatch,
+    take_turns_from: int,
+    expected: list[str],
 ) -> None:
-    monkeypatch.setattr(messages, "TAKE_TURNS_FROM", 2)
+    monkeypatch.setattr(messages, "TAKE_TURNS_FROM", take_turns_from)
 
     stages = two_requests_at_once(gateway, governed, monkeypatch)
 
-    assert stages == ["admitted", "admitted", "forwarded", "forwarded"]
-
-
-def test_fewer_requests_in_flight_than_the_threshold_go_on_without_waiting(
-    gateway: GatewayServer, governed: Governed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(messages, "TAKE_TURNS_FROM", 3)
-
-    stages = two_requests_at_once(gateway, governed, monkeypatch)
-
-    assert stages == ["admitted", "forwarded", "admitted", "forwarded"]
+    assert stages == expected
 
 
 def test_the_count_of_requests_in_flight_comes_back_to_zero(
